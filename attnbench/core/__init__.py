@@ -1,0 +1,1 @@
+"""What every variant and benchmark shares: the attention contract, the registry, the skeleton."""
