@@ -1,5 +1,10 @@
-"""Built-in attention variants; importing this package registers them."""
+"""Built-in attention variants: one module per family, each class registers itself on import.
 
-from attnbench.variants import full
+Every module in this package is imported here, so adding a family is adding a file.
+"""
 
-__all__ = ["full"]
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
