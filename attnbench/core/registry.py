@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
 from attnbench.core.attention import Attention
+from attnbench.core.errors import UserError
 
 T = TypeVar("T")
 
@@ -34,11 +35,11 @@ DISABLE_PLUGINS_ENV = "ATTNBENCH_DISABLE_PLUGINS"
 _RESERVED = ("self", "head_dim", "num_heads")
 
 
-class SpecError(ValueError):
+class SpecError(UserError):
     """A spec string names something unknown or carries a bad option: a user mistake."""
 
 
-class PluginError(ValueError):
+class PluginError(UserError):
     """A ``--plugin`` module or file could not be loaded."""
 
 
@@ -479,3 +480,26 @@ def create_attention(spec: str | Attention, *, head_dim: int, num_heads: int) ->
         raise SpecError(f"attention {parsed.canonical!r}: {err}") from err
     module.spec = parsed.canonical
     return module
+
+
+def attention_catalogue(family: str | None = None) -> list[dict[str, Any]]:
+    """One plain record per registered variant (what `attnbench list` shows and `--json` prints)."""
+    records = []
+    for name in available_attention(family):
+        cls = ATTENTION.get(name)
+        records.append(
+            {
+                "name": name,
+                "family": cls.family,
+                "exact": cls.exact,
+                "causal": cls.supports_causal,
+                "cross": cls.supports_cross,
+                "class": _qualname(cls),
+                "options": [
+                    {"name": o.name, "type": o.type_name, "default": None if o.required else format_value(o.default)}
+                    for o in options_of(cls).values()
+                ],
+                "doc": (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " "),
+            }
+        )
+    return records

@@ -1,0 +1,1 @@
+"""Everything that measures: timers and meters, result files, the sweeps, analysis and reports."""

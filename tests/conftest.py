@@ -1,0 +1,28 @@
+"""Shared fixtures. Tests register throwaway variants; `scratch_registry` removes them afterwards."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from attnbench.core.registry import ATTENTION
+
+
+@pytest.fixture(autouse=True)
+def _deterministic() -> Iterator[None]:
+    torch.manual_seed(0)
+    return
+
+
+@pytest.fixture
+def scratch_registry() -> Iterator[None]:
+    """Forget every attention registered during the test (and any entry-point scan it triggered)."""
+    before = dict(ATTENTION._classes)
+    loaded, failures = ATTENTION._entry_points_loaded, list(ATTENTION.failures)
+    yield
+    ATTENTION._classes.clear()
+    ATTENTION._classes.update(before)
+    ATTENTION._entry_points_loaded = loaded
+    ATTENTION.failures[:] = failures

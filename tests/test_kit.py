@@ -1,0 +1,131 @@
+"""The conformance kit can fail: each deliberately broken variant is caught by the check named for its fault."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor
+
+from attnbench import Attention
+from attnbench.testing import CheckReport, check_attention, reference_attention
+
+
+class Honest(Attention):
+    """A correct exact variant (the float64 reference, cast back)."""
+
+    exact = True
+
+    def __init__(self, *, head_dim: int, num_heads: int) -> None:
+        super().__init__(head_dim=head_dim, num_heads=num_heads)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, causal: bool, key_mask: Tensor | None) -> Tensor:
+        return reference_attention(q, k, v, causal=causal, key_mask=key_mask)
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_mask: Tensor | None = None):
+        self.validate(q, k, v, causal=causal, key_mask=key_mask)
+        return self.attend(q, k, v, causal, key_mask)
+
+
+class LeaksFuture(Honest):
+    def attend(self, q, k, v, causal, key_mask):
+        return reference_attention(q, k, v, causal=False, key_mask=key_mask)
+
+
+class IgnoresKeyMask(Honest):
+    def attend(self, q, k, v, causal, key_mask):
+        return reference_attention(q, k, v, causal=causal, key_mask=None)
+
+
+class NaNOnFullyMaskedRows(Honest):
+    def attend(self, q, k, v, causal, key_mask):
+        scores = q @ k.transpose(-1, -2) * self.default_scale
+        if causal:
+            scores = scores.masked_fill(~torch.ones_like(scores, dtype=torch.bool).tril(), float("-inf"))
+        if key_mask is not None:
+            scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+        return torch.softmax(scores, dim=-1) @ v
+
+
+class WrongScale(Honest):
+    def attend(self, q, k, v, causal, key_mask):
+        return reference_attention(q, k, v, causal=causal, key_mask=key_mask, scale=1.0 / q.shape[-1])
+
+
+class _DoubledGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return 2 * grad
+
+
+class WrongGradient(Honest):
+    def attend(self, q, k, v, causal, key_mask):
+        return reference_attention(_DoubledGradient.apply(q), k, v, causal=causal, key_mask=key_mask)
+
+
+def _check(cls: type[Attention]) -> CheckReport:
+    return check_attention(lambda: cls(head_dim=8, num_heads=2), seq_len=20, cross_seq_len=13)
+
+
+def test_a_correct_variant_passes_every_check() -> None:
+    report = _check(Honest)
+    assert report.passed, report.failures
+    assert {r.name for r in report.results} >= {
+        "shape_dtype", "finite", "rejects_bad_shapes", "key_mask_invariance", "causal_invariance",
+        "fully_masked_rows", "batch_independence", "cross_lengths", "determinism", "reference_outputs",
+        "reference_gradients", "gradcheck",
+    }  # fmt: skip
+    assert all(r.status == "passed" for r in report.results)
+
+
+@pytest.mark.parametrize(
+    ("broken", "caught_by"),
+    [
+        (LeaksFuture, "causal_invariance"),
+        (IgnoresKeyMask, "key_mask_invariance"),
+        (NaNOnFullyMaskedRows, "fully_masked_rows"),
+        (WrongScale, "reference_outputs"),
+        (WrongGradient, "reference_gradients"),
+    ],
+)
+def test_each_fault_is_caught_by_its_check(broken: type[Attention], caught_by: str) -> None:
+    report = _check(broken)
+    assert not report.passed
+    assert report[caught_by].status == "failed", report[caught_by]
+    with pytest.raises(AssertionError, match=caught_by):
+        report.raise_for_failures()
+
+
+def test_gradcheck_catches_a_wrong_gradient_in_a_non_exact_variant() -> None:
+    class Approximate(WrongGradient):
+        exact = False
+
+    report = _check(Approximate)
+    assert report["gradcheck"].status == "failed"
+    assert report["softmax_error"].status == "reported"
+
+
+def test_a_variant_without_causal_support_must_refuse_it() -> None:
+    class Bidirectional(Honest):
+        supports_causal = False
+
+        def forward(self, q, k, v, *, causal=False, key_mask=None):
+            return self.attend(q, k, v, False, key_mask)  # accepts causal=True silently: a contract breach
+
+    report = _check(Bidirectional)
+    assert report["causal_rejected"].status == "failed"
+
+
+def test_forward_only_backends_have_gradient_checks_skipped() -> None:
+    class ForwardOnly(Honest):
+        def attend(self, q, k, v, causal, key_mask):
+            if q.requires_grad:
+                raise NotImplementedError("no backward on this device")
+            return super().attend(q, k, v, causal, key_mask)
+
+    report = _check(ForwardOnly)
+    assert report["reference_gradients"].status == "skipped"
+    assert report["reference_outputs"].status == "passed"
