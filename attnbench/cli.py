@@ -10,13 +10,15 @@ import json
 import sys
 import warnings
 from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from attnbench import __version__
+from attnbench.bench.console import console
 from attnbench.core.errors import UserError
 from attnbench.core.registry import ATTENTION, attention_catalogue, load_plugin
 
@@ -33,8 +35,6 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Measure variants: `complexity` (time/memory/FLOPs vs n), `accuracy` (training).")
 app.add_typer(bench_app, name="bench")
 
-console = Console(highlight=False)
-
 
 def fail(message: str, *, hint: str | None = None, code: int = 2) -> NoReturn:
     """Print one plain line (never wrapped, no traceback) and exit."""
@@ -47,10 +47,15 @@ def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        from attnbench.bench.session import Interrupted
+
         try:
             return fn(*args, **kwargs)
         except UserError as err:
             fail(str(err))
+        except Interrupted as err:
+            typer.echo(str(err), err=True)
+            raise typer.Exit(130) from None
 
     return wrapper
 
@@ -156,6 +161,120 @@ def check_command(
         console.print(f"[bold red]{len(report.failures)} check(s) failed[/]")
         raise typer.Exit(1)
     console.print("[green]all checks passed[/]")
+
+
+class PassName(StrEnum):
+    fwd = "fwd"
+    fwd_bwd = "fwd+bwd"
+
+
+class DType(StrEnum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+def _device_option(device: str | None) -> str | None:
+    if device is None:
+        return None
+    if device != "cpu" and not device.startswith("cuda"):
+        fail(f"--device must be cpu or cuda, got {device!r}")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            fail(f"--device {device}: CUDA is not available on this machine", hint="use --device cpu")
+    return device
+
+
+def _finish(run_dir: Path, what: str) -> None:
+    console.print(f"[bold]{what}[/] written to {run_dir}")
+
+
+@bench_app.command("complexity")
+@user_errors
+def complexity_command(
+    variant: Annotated[
+        list[str] | None, typer.Option("--variant", help="Variant spec (repeatable); default: every registered one.")
+    ] = None,
+    seq_len: Annotated[
+        list[str] | None,
+        typer.Option("--seq-len", help="Length or doubling range a..b (repeatable); default 256..8192."),
+    ] = None,
+    pass_: Annotated[list[PassName] | None, typer.Option("--pass", help="fwd and/or fwd+bwd; default both.")] = None,
+    batch: Annotated[int | None, typer.Option(min=1, help="Default 1.")] = None,
+    heads: Annotated[int | None, typer.Option(min=1, help="Default 4.")] = None,
+    head_dim: Annotated[int | None, typer.Option(min=1, help="Default 64.")] = None,
+    causal: Annotated[bool | None, typer.Option("--causal/--no-causal", help="Default: non-causal.")] = None,
+    dtype: Annotated[DType | None, typer.Option(help="Default float32.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu (default) or cuda.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="Default: torch's thread count.")] = None,
+    compile_: Annotated[
+        bool | None, typer.Option("--compile/--no-compile", help="Wrap each variant in torch.compile.")
+    ] = None,
+    layer: Annotated[
+        bool | None, typer.Option("--layer/--no-layer", help="Also measure a whole skeleton layer.")
+    ] = None,
+    memory_budget: Annotated[
+        str | None, typer.Option(help="Skip cells predicted above this: 75% (default, of available RAM), 8GiB, ...")
+    ] = None,
+    time_budget: Annotated[
+        float | None, typer.Option(help="Seconds per cell before it is killed (default 120).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default results/<time>-complexity).")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Finish an interrupted run in this directory.")] = None,
+    max_cells: Annotated[int | None, typer.Option(hidden=True, min=1)] = None,
+    min_run_time: Annotated[float | None, typer.Option(hidden=True, min=0.0)] = None,
+) -> None:
+    """Time, peak memory and FLOPs of each variant as the sequence length grows; fitted scaling exponents."""
+    import torch
+
+    from attnbench.bench.complexity import ComplexityConfig, complexity_job, default_variants
+    from attnbench.bench.console import complexity_tables
+    from attnbench.bench.environment import device_memory_bytes
+    from attnbench.bench.options import parse_bytes, parse_lengths
+    from attnbench.bench.session import new_run, open_for_resume, session
+    from attnbench.bench.workers import LocalExecutor
+    from attnbench.core.registry import canonical_spec, loaded_plugins
+
+    device = _device_option(device)
+    given: dict[str, Any] = {
+        "variants": [canonical_spec(v) for v in variant] if variant else None,
+        "seq_lens": parse_lengths(seq_len) if seq_len else None,
+        "passes": [p.value for p in pass_] if pass_ else None,
+        "batch": batch, "heads": heads, "head_dim": head_dim, "causal": causal,
+        "dtype": dtype.value if dtype else None, "device": device, "threads": threads,
+        "compile": compile_, "layer": layer, "time_budget_s": time_budget, "min_run_time": min_run_time,
+    }  # fmt: skip
+    if resume is not None:
+        if out is not None:
+            fail("--out and --resume cannot be combined: --resume continues the run where it is")
+        if memory_budget is not None:
+            given["memory_budget_bytes"] = parse_bytes(memory_budget, available=device_memory_bytes(device or "cpu"))
+        run_dir, manifest = open_for_resume(resume, "complexity", given)
+        config = ComplexityConfig.from_dict(manifest["complexity"])
+    else:
+        chosen = {k: v for k, v in given.items() if v is not None}
+        chosen.setdefault("variants", default_variants(causal=bool(causal)))
+        chosen.setdefault("threads", torch.get_num_threads())
+        chosen["memory_budget_bytes"] = parse_bytes(
+            memory_budget or "75%", available=device_memory_bytes(device or "cpu")
+        )
+        chosen["plugins"] = loaded_plugins()
+        config = ComplexityConfig(**chosen)
+        run_dir = new_run(
+            "complexity", sections={"complexity": config.to_dict()}, device=config.device, threads=config.threads,
+            out=out,
+        )  # fmt: skip
+    console.print(
+        f"[bold]complexity[/] {len(config.variants)} variants × n={config.seq_lens} × {config.passes} → {run_dir.path}"
+    )
+    executor = LocalExecutor()
+    with session(run_dir, executor):
+        frame = complexity_job(config, run_dir, executor, max_cells=max_cells)
+    for table in complexity_tables(frame):
+        console.print(table)
+    _finish(run_dir.path, "complexity.csv, complexity_raw.csv, manifest.json")
 
 
 def main(argv: list[str] | None = None) -> None:

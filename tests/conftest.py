@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+from attnbench.core import registry
 from attnbench.core.registry import ATTENTION
 
 
@@ -21,7 +22,10 @@ def scratch_registry() -> Iterator[None]:
     """Forget every attention registered during the test (and any entry-point scan it triggered)."""
     before = dict(ATTENTION._classes)
     loaded, failures = ATTENTION._entry_points_loaded, list(ATTENTION.failures)
+    plugins = dict(registry._loaded_plugins)
     yield
+    registry._loaded_plugins.clear()
+    registry._loaded_plugins.update(plugins)
     ATTENTION._classes.clear()
     ATTENTION._classes.update(before)
     ATTENTION._entry_points_loaded = loaded

@@ -1,0 +1,117 @@
+"""Rich output for the sweeps: a progress bar with ETA over cells, summary tables at the end."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from attnbench.bench.analysis import crossovers, longest_fit, scaling_exponents
+
+# piped output (logs, CI) has no terminal width: wide enough that tables stay one row per variant
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+@contextmanager
+def cell_progress(total: int, description: str) -> Iterator[Progress]:
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[current]}"),
+        console=console,
+        transient=False,
+    )
+    with progress:
+        progress.add_task(description, total=total, current="")
+        yield progress
+
+
+def human_bytes(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    value = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def human_seconds(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    value = float(value)
+    if value < 1e-3:
+        return f"{value * 1e6:.0f} µs"
+    if value < 1:
+        return f"{value * 1e3:.1f} ms"
+    return f"{value:.2f} s"
+
+
+def _cell_text(row: pd.Series) -> str:
+    if row["status"] != "ok":
+        return f"[yellow]{row['status']}[/]"
+    return f"{human_seconds(row['time_median_s'])} / {human_bytes(row['peak_mem_bytes'])}"
+
+
+def complexity_tables(frame: pd.DataFrame) -> list[Table]:
+    """Per scope × pass: variant × n with time / peak memory or the status; then exponents and crossovers."""
+    tables = []
+    if frame.empty:
+        return tables
+    lengths = sorted(frame["seq_len"].unique())
+    for (scope, pass_), part in frame.groupby(["scope", "pass"], sort=False):
+        table = Table(title=f"{scope} · {pass_}: median time / peak memory", title_justify="left")
+        table.add_column("variant")
+        for n in lengths:
+            table.add_column(f"n={n}", justify="right")
+        for spec, rows in part.groupby("spec", sort=True):
+            by_n = rows.drop_duplicates("seq_len", keep="last").set_index("seq_len")
+            table.add_row(spec, *(_cell_text(by_n.loc[n]) if n in by_n.index else "[dim]missing[/]" for n in lengths))
+        tables.append(table)
+    tables.append(exponent_table(frame))
+    return tables
+
+
+def exponent_table(frame: pd.DataFrame) -> Table:
+    exps = scaling_exponents(frame)
+    cross = crossovers(frame)
+    fits = longest_fit(frame)
+    table = Table(title="scaling exponents (log-log fit over the largest lengths) and crossovers", title_justify="left")
+    for column in ("variant", "scope", "pass", "time exp (r²)", "memory exp (r²)", "faster than softmax from n",
+                   "longest ok n"):  # fmt: skip
+        table.add_column(column)
+    if exps.empty:
+        return table
+    for (spec, scope, pass_), part in exps.groupby(["spec", "scope", "pass"], sort=True):
+        by_metric = part.set_index("metric")
+        cells = []
+        for metric in ("time_median_s", "peak_mem_bytes"):
+            r = by_metric.loc[metric]
+            cells.append("-" if math.isnan(r["exponent"]) else f"{r['exponent']:.2f} ({r['r2']:.3f})")
+        match = (
+            cross[(cross["spec"] == spec) & (cross["scope"] == scope) & (cross["pass"] == pass_)]
+            if not cross.empty
+            else cross
+        )
+        if spec == "softmax":
+            crossover = "baseline"
+        elif match.empty or math.isnan(match["crossover_n"].iloc[0]):
+            crossover = "not in range"
+        else:
+            crossover = f"{int(match['crossover_n'].iloc[0])}" + (" (all n)" if match["always_ahead"].iloc[0] else "")
+        fit = fits[(fits["spec"] == spec) & (fits["scope"] == scope) & (fits["pass"] == pass_)]
+        longest = "-" if fit.empty or math.isnan(fit["longest_ok_n"].iloc[0]) else str(int(fit["longest_ok_n"].iloc[0]))
+        table.add_row(spec, scope, pass_, *cells, crossover, longest)
+    return table

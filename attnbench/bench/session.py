@@ -1,0 +1,93 @@
+"""The life of a run directory: its manifest at creation, a session entry per invocation, resume checks."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from attnbench.bench.environment import environment
+from attnbench.bench.results import SCHEMA_VERSION, RunDir, conflicting_options, now_iso
+from attnbench.bench.workers import Executor
+from attnbench.core.errors import UserError
+from attnbench.core.registry import ATTENTION, load_plugin, loaded_plugins
+
+
+class Interrupted(Exception):  # noqa: N818 (a signal, not an error: the run stopped on request)
+    """The user stopped the run (Ctrl-C); what finished is on disk."""
+
+
+def plugin_info() -> dict[str, Any]:
+    return {"files_and_modules": loaded_plugins(), "entry_points": dict(ATTENTION.plugin_versions)}
+
+
+def new_run(
+    command: str,
+    *,
+    sections: dict[str, Any],
+    device: str,
+    threads: int,
+    suite: str | None = None,
+    out: Path | None = None,
+    root: Path = Path("results"),
+) -> RunDir:
+    run_dir = RunDir.create(command, suite=suite, out=out, root=root)
+    run_dir.write_manifest(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "command": command,
+            "suite": suite,
+            "created": now_iso(),
+            "argv": ["attnbench", *sys.argv[1:]],
+            "environment": environment(device, threads),
+            "plugins": plugin_info(),
+            "sessions": [],
+            **sections,
+        }
+    )
+    return run_dir
+
+
+def open_for_resume(path: Path, section: str, given: dict[str, Any]) -> tuple[RunDir, dict[str, Any]]:
+    """The run directory and its stored ``section`` config; refuses options that conflict with it."""
+    run_dir = RunDir.existing(path)
+    manifest = run_dir.read_manifest()
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise UserError(
+            f"{run_dir.manifest_path} has schema_version {manifest.get('schema_version')!r}; "
+            f"this attnbench writes {SCHEMA_VERSION} and cannot resume it"
+        )
+    if section not in manifest:
+        raise UserError(f"{path} has no {section!r} configuration: it was not started by this command")
+    stored = manifest[section]
+    conflicts = conflicting_options(stored, given)
+    if conflicts:
+        raise UserError(
+            f"--resume {path}: options conflict with the run's configuration: {'; '.join(conflicts)}. "
+            "Drop them to finish the run as configured, or start a new run"
+        )
+    for plugin in manifest.get("plugins", {}).get("files_and_modules", []):
+        load_plugin(plugin)
+    return run_dir, manifest
+
+
+@contextmanager
+def session(run_dir: RunDir, executor: Executor | None = None) -> Iterator[None]:
+    """Record this invocation in the manifest; on Ctrl-C stop the worker and mark the session interrupted."""
+    index = run_dir.begin_session(["attnbench", *sys.argv[1:]])
+    try:
+        yield
+    except KeyboardInterrupt:
+        stop = getattr(executor, "stop", None)
+        if stop is not None:
+            stop()
+        run_dir.end_session(index, "interrupted")
+        raise Interrupted(
+            f"interrupted: finished cells are saved in {run_dir.path}; continue with --resume {run_dir.path}"
+        ) from None
+    except BaseException:
+        run_dir.end_session(index, "failed")
+        raise
+    run_dir.end_session(index, "complete")
