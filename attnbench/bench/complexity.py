@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from attnbench.bench.measure import DTYPES, CellSpec, build_attention, layer_config
-from attnbench.bench.results import COMPLEXITY_COLUMNS, COMPLEXITY_RAW_COLUMNS, RunDir
+from attnbench.bench.results import APPROXIMATION_COLUMNS, COMPLEXITY_COLUMNS, COMPLEXITY_RAW_COLUMNS, RunDir
 from attnbench.bench.workers import Executor, Outcome
 from attnbench.core.errors import UserError
 from attnbench.core.registry import attention_class, available_attention, canonical_spec, parse_attention_spec
@@ -26,6 +26,7 @@ BACKWARD_FLOPS_FACTOR = 2.0  # DESIGN.md: forward+backward = 3 × forward unless
 DEFAULT_SEQ_LENS = (256, 512, 1024, 2048, 4096, 8192)
 DEFAULT_TIME_BUDGET_S = 120.0
 DEFAULT_MEMORY_FRACTION = 0.75
+APPROXIMATION_MAX_SEQ_LEN = 8192  # the error is measured up to here: beyond, it costs more than it tells
 
 
 @dataclass
@@ -281,6 +282,36 @@ def run_sweep(
     return ran
 
 
+def approximation_cells(config: ComplexityConfig) -> list[CellSpec]:
+    """One cell per non-exact variant × length: its output error against exact softmax."""
+    inexact = [v for v in config.variants if not attention_class(parse_attention_spec(v).name).exact]
+    lengths = [n for n in config.seq_lens if n <= APPROXIMATION_MAX_SEQ_LEN]
+    return [c for c in plan_cells(config) if c.scope == "attention" and c.pass_ == config.passes[0]
+            and c.spec in inexact and c.seq_len in lengths]  # fmt: skip
+
+
+def run_approximation(
+    config: ComplexityConfig, run_dir: RunDir, executor: Executor, *, on_cell: Callable[[CellSpec], None] | None = None
+) -> int:
+    done = {(str(r["spec"]), int(r["seq_len"])) for _, r in run_dir.rows("approximation.csv").iterrows()}
+    out = run_dir.appender("approximation.csv", APPROXIMATION_COLUMNS)
+    ran = 0
+    for cell in approximation_cells(config):
+        if (cell.spec, cell.seq_len) in done:
+            continue
+        outcome = executor.run("approximation", cell.to_dict(), timeout_s=cell.time_budget_s)
+        base = _base_row(cell)
+        row = {k: base[k] for k in APPROXIMATION_COLUMNS if k in base}
+        row |= {"status": outcome.status, "message": outcome.message}
+        if outcome.status == "ok":
+            row["rel_error"] = outcome.result["rel_error"]
+        out.append(row)
+        ran += 1
+        if on_cell:
+            on_cell(cell)
+    return ran
+
+
 def pending_cells(config: ComplexityConfig, run_dir: RunDir) -> int:
     done = {cell_key(r) for _, r in run_dir.rows("complexity.csv", COMPLEXITY_COLUMNS).iterrows()}
     return sum((c.spec, c.scope, c.pass_, c.seq_len) not in done for c in plan_cells(config))
@@ -322,5 +353,14 @@ def complexity_job(
             )
             progress.update(task, advance=1, current=f"{label}: {result}")
 
-        run_sweep(config, run_dir, executor, machine_peak_gflops=peak, on_cell=on_cell, max_cells=max_cells)
+        ran = run_sweep(config, run_dir, executor, machine_peak_gflops=peak, on_cell=on_cell, max_cells=max_cells)
+    if max_cells is None or ran < max_cells:  # the sweep finished: measure how far each approximation is
+        approximations = approximation_cells(config)
+        if approximations:
+            with cell_progress(len(approximations), "error vs softmax") as progress:
+                task = progress.task_ids[0]
+                run_approximation(
+                    config, run_dir, executor,
+                    on_cell=lambda cell: progress.update(task, advance=1, current=f"{cell.spec} n={cell.seq_len}"),
+                )  # fmt: skip
     return run_dir.rows("complexity.csv", COMPLEXITY_COLUMNS)

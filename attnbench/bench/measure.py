@@ -232,9 +232,29 @@ def matmul_peak_gflops(device: str = "cpu", dtype: str = "float32", threads: int
     return 2 * size**3 / best / 1e9
 
 
+# approximation error -------------------------------------------------------------------------------------
+def approximation_cell(cell: CellSpec) -> dict[str, Any]:
+    """Relative L2 error of the variant's output against exact softmax on random inputs (float64 norms)."""
+    torch.set_num_threads(cell.threads)
+    device = torch.device(cell.device)
+    dtype = DTYPES[cell.dtype]
+    gen = torch.Generator(device="cpu").manual_seed(cell.seed)
+    q, k, v = (
+        torch.randn(cell.batch, cell.heads, cell.seq_len, cell.head_dim, generator=gen).to(device, dtype)
+        for _ in range(3)
+    )
+    variant = build_attention(cell).to(device=device, dtype=dtype)
+    reference = create_attention("softmax", head_dim=cell.head_dim, num_heads=cell.heads)
+    with torch.inference_mode():
+        out = variant(q, k, v, causal=cell.causal).double()
+        exact = reference(q, k, v, causal=cell.causal).double()
+    return {"rel_error": float((out - exact).norm() / exact.norm().clamp_min(1e-300))}
+
+
 WORKER_FUNCTIONS: dict[str, Callable[..., dict[str, Any] | float]] = {
     "time": time_cell,
     "memory": memory_cell,
+    "approximation": approximation_cell,
 }
 
 

@@ -40,6 +40,10 @@ ACCURACY_COLUMNS: tuple[str, ...] = (
     "train_time_s", "time_per_step_s", "peak_mem_bytes", "best_step", "val_acc", "test_acc", "majority_acc",
     "status", "message",
 )  # fmt: skip
+APPROXIMATION_COLUMNS: tuple[str, ...] = (
+    "spec", "variant", "family", "causal", "seq_len", "batch", "heads", "head_dim", "dtype", "rel_error", "status",
+    "message",
+)  # fmt: skip
 CURVES_COLUMNS: tuple[str, ...] = ("task", "spec", "seed", "step", "train_loss", "val_acc", "elapsed_s")
 BY_DISTANCE_COLUMNS: tuple[str, ...] = ("task", "spec", "seed", "distance_bucket", "n", "acc")
 
