@@ -277,6 +277,183 @@ def complexity_command(
     _finish(run_dir.path, "complexity.csv, complexity_raw.csv, manifest.json")
 
 
+@bench_app.command("accuracy")
+@user_errors
+def accuracy_command(
+    task: Annotated[
+        list[str] | None, typer.Option("--task", help="Task spec (repeatable), e.g. mqar:pairs=16; default: all.")
+    ] = None,
+    variant: Annotated[
+        list[str] | None, typer.Option("--variant", help="Attention spec for the self-attention slots (repeatable).")
+    ] = None,
+    seed: Annotated[list[int] | None, typer.Option("--seed", help="Seed (repeatable); default: the preset's.")] = None,
+    preset: Annotated[str | None, typer.Option(help="Per-task settings: quick (default), standard, lra.")] = None,
+    seq_len: Annotated[int | None, typer.Option(min=8, help="Override the preset's sequence length.")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Override the preset's training steps.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1)] = None,
+    lr: Annotated[float | None, typer.Option(min=0.0)] = None,
+    d_model: Annotated[int | None, typer.Option(min=8)] = None,
+    layers: Annotated[int | None, typer.Option(min=1)] = None,
+    heads: Annotated[int | None, typer.Option(min=1)] = None,
+    time_budget: Annotated[float | None, typer.Option(help="Seconds of training per cell.")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Folder with LRA's listops-1000 basic_{train,val,test}.tsv (real ListOps).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu (default) or cuda.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="Default: torch's thread count.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default results/<time>-accuracy).")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Finish an interrupted run in this directory.")] = None,
+    max_cells: Annotated[int | None, typer.Option(hidden=True, min=1)] = None,
+) -> None:
+    """Train each variant in the same skeleton on long-range tasks; report accuracy and cost per step."""
+    import torch
+
+    from attnbench.bench.accuracy_sweep import AccuracyConfig, TaskPlan, accuracy_job
+    from attnbench.bench.console import accuracy_table
+    from attnbench.bench.session import new_run, open_for_resume, session
+    from attnbench.bench.tasks import available_tasks, task_spec_with
+    from attnbench.bench.workers import LocalExecutor
+    from attnbench.core.registry import loaded_plugins
+
+    device = _device_option(device)
+    if resume is not None:
+        given_any = [task, variant, seed, preset, seq_len, steps, batch_size, lr, d_model, layers, heads, time_budget,
+                     data_dir, out]  # fmt: skip
+        if any(v is not None for v in given_any):
+            fail("--resume finishes a run as it was configured: pass only --resume DIR (and --device/--threads)")
+        run_dir, manifest = open_for_resume(resume, "accuracy", {"device": device, "threads": threads})
+        config = AccuracyConfig.from_dict(manifest["accuracy"])
+    else:
+        overrides = {
+            "seq_len": seq_len, "steps": steps, "batch_size": batch_size, "lr": lr, "d_model": d_model,
+            "num_layers": layers, "num_heads": heads, "time_budget_s": time_budget,
+        }  # fmt: skip
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        tasks = task or available_tasks()
+        if data_dir is not None:
+            if not data_dir.is_dir():
+                fail(f"--data-dir {data_dir} is not a directory", hint="point it at LRA's listops-1000 folder")
+            tasks = [task_spec_with(t, data_dir=str(data_dir)) if t.startswith("listops") else t for t in tasks]
+        plans = [
+            TaskPlan(task=t, variants=variant or ["softmax"], preset=preset or "quick", seeds=seed, overrides=overrides)
+            for t in tasks
+        ]
+        config = AccuracyConfig(
+            tasks=plans, device=device or "cpu", threads=threads or torch.get_num_threads(), plugins=loaded_plugins()
+        )
+        run_dir = new_run(
+            "accuracy", sections={"accuracy": config.to_dict()}, device=config.device, threads=config.threads, out=out
+        )
+    console.print(f"[bold]accuracy[/] {len(config.cells())} cells → {run_dir.path}")
+    executor = LocalExecutor()
+    with session(run_dir, executor):
+        frame = accuracy_job(config, run_dir, executor, max_cells=max_cells)
+    console.print(accuracy_table(frame))
+    _finish(run_dir.path, "accuracy.csv, curves.csv, accuracy_by_distance.csv, manifest.json")
+
+
+@app.command("run")
+@user_errors
+def run_command(
+    suite: Annotated[
+        str | None, typer.Option(help="A shipped suite (quick, standard) or a suite .toml file; default quick.")
+    ] = None,
+    resume: Annotated[Path | None, typer.Option(help="Finish an interrupted run in this directory.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default results/<time>-run-<suite>).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu (default) or cuda.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="Default: torch's thread count.")] = None,
+    max_cells: Annotated[int | None, typer.Option(hidden=True, min=1)] = None,
+) -> None:
+    """The main job: a suite's complexity and accuracy sweeps, then plots and report.md."""
+    import time
+
+    import torch
+
+    from attnbench.bench.accuracy_sweep import AccuracyConfig
+    from attnbench.bench.complexity import ComplexityConfig
+    from attnbench.bench.console import accuracy_table, complexity_tables
+    from attnbench.bench.results import ACCURACY_COLUMNS, COMPLEXITY_COLUMNS
+    from attnbench.bench.runner import accuracy_config, complexity_config, run_suite
+    from attnbench.bench.session import new_run, open_for_resume, session
+    from attnbench.bench.suites import load_suite
+    from attnbench.bench.workers import LocalExecutor
+    from attnbench.core.registry import loaded_plugins
+
+    started = time.perf_counter()
+    device = _device_option(device)
+    if resume is not None:
+        if suite is not None or out is not None:
+            fail("--resume finishes a run with its own suite: drop --suite/--out")
+        run_dir, manifest = open_for_resume(resume, "run", {"device": device, "threads": threads})
+        complexity = ComplexityConfig.from_dict(manifest["complexity"]) if manifest.get("complexity") else None
+        accuracy = AccuracyConfig.from_dict(manifest["accuracy"]) if manifest.get("accuracy") else None
+        tolerance = manifest["run"]["acc_tolerance"]
+    else:
+        chosen = load_suite(suite or "quick")
+        device = device or "cpu"
+        threads = threads or torch.get_num_threads()
+        plugins = loaded_plugins()
+        complexity = complexity_config(chosen, device=device, threads=threads, plugins=plugins)
+        accuracy = accuracy_config(chosen, device=device, threads=threads, plugins=plugins)
+        tolerance = chosen.report.acc_tolerance
+        sections = {
+            "run": {"device": device, "threads": threads, "acc_tolerance": tolerance, "suite": chosen.to_dict()},
+            "complexity": complexity.to_dict() if complexity else None,
+            "accuracy": accuracy.to_dict() if accuracy else None,
+        }
+        run_dir = new_run("run", suite=chosen.name, sections=sections, device=device, threads=threads, out=out)
+    console.print(f"[bold]attnbench run[/] → {run_dir.path}")
+    executor = LocalExecutor()
+    with session(run_dir, executor):
+        report = run_suite(
+            run_dir, executor, complexity=complexity, accuracy=accuracy, acc_tolerance=tolerance, max_cells=max_cells
+        )
+    frame = run_dir.rows("complexity.csv", COMPLEXITY_COLUMNS)
+    for table in complexity_tables(frame):
+        console.print(table)
+    console.print(accuracy_table(run_dir.rows("accuracy.csv", ACCURACY_COLUMNS)))
+    console.print(f"done in {time.perf_counter() - started:.0f} s")
+    console.print(f"[bold green]report:[/] {report}")
+
+
+@app.command("report")
+@user_errors
+def report_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (results/<time>-<command>...).")],
+    acc_tolerance: Annotated[
+        float | None, typer.Option(min=0.0, help="Accuracy points below softmax a recommended variant may be.")
+    ] = None,
+) -> None:
+    """Plots and report.md again, from the run's result files alone (nothing is re-measured)."""
+    from attnbench.bench.report import write_report
+
+    path = write_report(run_dir, acc_tolerance=acc_tolerance)
+    console.print(f"[bold green]report:[/] {path}")
+
+
+@app.command("compare")
+@user_errors
+def compare_command(
+    run_a: Annotated[Path, typer.Argument(help="The baseline run directory.")],
+    run_b: Annotated[Path, typer.Argument(help="The run to check against it.")],
+    fail_on: Annotated[
+        float, typer.Option(min=0.0, help="Percent slower (beyond both cells' spread) or more memory = regression.")
+    ] = 10.0,
+    acc_drop: Annotated[float, typer.Option(min=0.0, help="Accuracy points lost that count as a regression.")] = 2.0,
+) -> None:
+    """Line up two runs cell by cell; exit 1 if B regressed against A (usable in CI)."""
+    from attnbench.bench.compare import compare_runs, comparison_summary, comparison_tables
+
+    comparison = compare_runs(run_a, run_b, fail_on=fail_on / 100, acc_drop=acc_drop)
+    for warning in comparison.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    for table in comparison_tables(comparison):
+        console.print(table)
+    console.print(comparison_summary(comparison))
+    if comparison.has_regressions:
+        raise typer.Exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: usage errors also become one line and exit code 2."""
     command = typer.main.get_command(app)

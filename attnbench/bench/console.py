@@ -115,3 +115,21 @@ def exponent_table(frame: pd.DataFrame) -> Table:
         longest = "-" if fit.empty or math.isnan(fit["longest_ok_n"].iloc[0]) else str(int(fit["longest_ok_n"].iloc[0]))
         table.add_row(spec, scope, pass_, *cells, crossover, longest)
     return table
+
+
+def accuracy_table(frame: pd.DataFrame) -> Table:
+    """Task × variant: test accuracy (mean ± 95% interval over usable seeds), the majority rate, cost per step."""
+    from attnbench.bench.analysis import accuracy_spread
+
+    table = Table(title="accuracy (best-validation checkpoint, test split)", title_justify="left")
+    for column in ("task", "n", "variant", "seeds ok", "test acc", "majority", "val acc", "time/step", "failures"):
+        table.add_column(column)
+    for r in accuracy_spread(frame).itertuples(index=False):
+        spread = "" if math.isnan(r.test_ci95) else f" ± {r.test_ci95:.3f}"
+        test = "-" if math.isnan(r.test_mean) else f"{r.test_mean:.3f}{spread}"
+        val = "-" if math.isnan(r.val_mean) else f"{r.val_mean:.3f}"
+        table.add_row(
+            str(r.task), str(r.seq_len), str(r.spec), f"{r.seeds_ok}/{r.seeds_run}", test, f"{r.majority_acc:.3f}",
+            val, human_seconds(r.time_per_step_s), str(r.failures),
+        )  # fmt: skip
+    return table

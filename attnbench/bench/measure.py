@@ -258,12 +258,16 @@ WORKER_FUNCTIONS: dict[str, Callable[..., dict[str, Any] | float]] = {
 }
 
 
-def run_in_worker(kind: str, payload: dict[str, Any]) -> Any:
-    """Entry point inside a worker process: load plugins, then run one measurement."""
+def run_in_worker(kind: str, payload: dict[str, Any], report: Callable[[dict[str, Any]], None]) -> Any:
+    """Entry point inside a worker process: load plugins, then run one measurement or training cell."""
     torch.set_flush_denormal(True)
     for plugin in payload.get("plugins", ()):
         load_plugin(plugin)
     if kind == "matmul_peak":
         return matmul_peak_gflops(**payload["args"])
+    if kind == "accuracy":
+        from attnbench.bench.accuracy_sweep import run_cell_in_worker
+
+        return run_cell_in_worker(payload, report)
     cell = CellSpec(**{k: (tuple(v) if k == "plugins" else v) for k, v in payload.items()})
     return WORKER_FUNCTIONS[kind](cell)

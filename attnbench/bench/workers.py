@@ -15,6 +15,7 @@ import os
 import signal
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Literal, Protocol
@@ -33,8 +34,18 @@ class Outcome:
     elapsed_s: float = 0.0
 
 
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
 class Executor(Protocol):
-    def run(self, kind: str, payload: dict[str, Any], *, timeout_s: float | None) -> Outcome: ...
+    def run(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        timeout_s: float | None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Outcome: ...
 
 
 def classify_exception(err: BaseException) -> tuple[OutcomeStatus, str]:
@@ -54,10 +65,14 @@ def _child(conn: Connection, kind: str, payload: dict[str, Any]) -> None:
             f.write("1000")
     except OSError:
         pass
+
+    def report(progress: dict[str, Any]) -> None:
+        conn.send(("progress", progress, ""))
+
     try:
         from attnbench.bench.measure import run_in_worker
 
-        result = run_in_worker(kind, payload)
+        result = run_in_worker(kind, payload, report)
         conn.send(("ok", result, ""))
     except BaseException as err:
         status, message = classify_exception(err)
@@ -77,7 +92,14 @@ class LocalExecutor:
         self._ctx.set_forkserver_preload(_PRELOAD)
         self._current: mp.process.BaseProcess | None = None
 
-    def run(self, kind: str, payload: dict[str, Any], *, timeout_s: float | None) -> Outcome:
+    def run(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        timeout_s: float | None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Outcome:
         receiver, sender = self._ctx.Pipe(duplex=False)
         process = self._ctx.Process(target=_child, args=(sender, kind, payload), daemon=True)
         start = time.perf_counter()
@@ -85,7 +107,7 @@ class LocalExecutor:
         sender.close()
         self._current = process
         try:
-            return self._wait(process, receiver, timeout_s, start)
+            return self._wait(process, receiver, timeout_s, start, on_progress)
         finally:
             self._current = None
             receiver.close()
@@ -94,18 +116,30 @@ class LocalExecutor:
             process.join()
 
     def _wait(
-        self, process: mp.process.BaseProcess, receiver: Connection, timeout_s: float | None, start: float
+        self,
+        process: mp.process.BaseProcess,
+        receiver: Connection,
+        timeout_s: float | None,
+        start: float,
+        on_progress: ProgressCallback | None,
     ) -> Outcome:
-        if not receiver.poll(timeout_s):
-            process.kill()
-            process.join()
-            return Outcome("timeout", None, f"exceeded the time budget of {timeout_s:g} s", time.perf_counter() - start)
-        try:
-            status, result, message = receiver.recv()
-        except EOFError:
-            process.join()
-            return Outcome(*_death_outcome(process.exitcode), elapsed_s=time.perf_counter() - start)
-        return Outcome(status, result, message, time.perf_counter() - start)
+        deadline = None if timeout_s is None else start + timeout_s
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.perf_counter())
+            if not receiver.poll(remaining):
+                process.kill()
+                process.join()
+                message = f"exceeded the time budget of {timeout_s:g} s"
+                return Outcome("timeout", None, message, time.perf_counter() - start)
+            try:
+                status, result, message = receiver.recv()
+            except EOFError:
+                process.join()
+                return Outcome(*_death_outcome(process.exitcode), elapsed_s=time.perf_counter() - start)
+            if status != "progress":
+                return Outcome(status, result, message, time.perf_counter() - start)
+            if on_progress is not None:
+                on_progress(result)
 
     def stop(self) -> None:
         """End the running child (used on Ctrl-C)."""

@@ -1,0 +1,57 @@
+"""The main job: a suite's complexity sweep, then its accuracy sweep, then the report — in one run directory."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from attnbench.bench.accuracy_sweep import AccuracyConfig, TaskPlan, accuracy_job
+from attnbench.bench.complexity import ComplexityConfig, complexity_job
+from attnbench.bench.environment import device_memory_bytes
+from attnbench.bench.options import parse_bytes
+from attnbench.bench.results import RunDir
+from attnbench.bench.suites import Suite
+from attnbench.bench.workers import Executor
+
+
+def complexity_config(suite: Suite, *, device: str, threads: int, plugins: list[str]) -> ComplexityConfig | None:
+    section = suite.complexity
+    if section is None:
+        return None
+    values: dict[str, Any] = asdict(section)
+    budget = parse_bytes(values.pop("memory_budget"), available=device_memory_bytes(device))
+    return ComplexityConfig(**values, device=device, threads=threads, plugins=plugins, memory_budget_bytes=budget)
+
+
+def accuracy_config(suite: Suite, *, device: str, threads: int, plugins: list[str]) -> AccuracyConfig | None:
+    if suite.accuracy is None:
+        return None
+    plans = []
+    for entry in suite.accuracy.tasks:
+        seeds = list(range(entry.seeds)) if isinstance(entry.seeds, int) else entry.seeds
+        plans.append(
+            TaskPlan(
+                task=entry.task, variants=entry.variants, preset=entry.preset, seeds=seeds, overrides=entry.overrides
+            )
+        )
+    return AccuracyConfig(tasks=plans, device=device, threads=threads, plugins=plugins)
+
+
+def run_suite(
+    run_dir: RunDir,
+    executor: Executor,
+    *,
+    complexity: ComplexityConfig | None,
+    accuracy: AccuracyConfig | None,
+    acc_tolerance: float,
+    max_cells: int | None = None,
+) -> Path:
+    """Run what is missing of each part, then (re)write the report; returns the report's path."""
+    from attnbench.bench.report import write_report
+
+    if complexity is not None:
+        complexity_job(complexity, run_dir, executor, max_cells=max_cells)
+    if accuracy is not None:
+        accuracy_job(accuracy, run_dir, executor, max_cells=max_cells)
+    return write_report(run_dir.path, acc_tolerance=acc_tolerance)

@@ -1,0 +1,200 @@
+"""Suites: TOML files naming what `attnbench run` measures. Shipped ones live in ``attnbench/suites/``.
+
+A suite has up to three sections — ``[complexity]``, ``[[accuracy.tasks]]`` (plus ``[accuracy]`` options)
+and ``[report]`` — and every key is checked: an unknown key, a wrong type or an unknown variant, task or
+preset is an error that names the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import tomllib
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from attnbench.bench.options import parse_lengths
+from attnbench.core.errors import UserError
+from attnbench.core.registry import canonical_spec, coerce, type_name
+
+SUITES_PACKAGE = "attnbench.suites"
+
+
+@dataclass(kw_only=True)
+class ComplexitySection:
+    variants: list[str]
+    seq_lens: list[int] | str = "256..4096"
+    passes: list[str] = field(default_factory=lambda: ["fwd", "fwd+bwd"])
+    batch: int = 1
+    heads: int = 4
+    head_dim: int = 64
+    causal: bool = False
+    dtype: str = "float32"
+    layer: bool = False
+    memory_budget: str = "75%"
+    time_budget_s: float = 60.0
+    min_run_time: float = 0.2
+    max_run_time: float = 1.0
+
+
+@dataclass(kw_only=True)
+class TaskEntry:
+    task: str
+    variants: list[str]
+    preset: str = "quick"
+    seeds: int | list[int] | None = None  # None: as many as the preset says (seeds 0..k-1)
+    overrides: dict[str, Any] = field(default_factory=dict)  # any training setting of the preset
+
+
+@dataclass(kw_only=True)
+class AccuracySection:
+    tasks: list[TaskEntry]
+
+
+@dataclass(kw_only=True)
+class ReportSection:
+    acc_tolerance: float = 5.0  # accuracy points below softmax a recommended variant may be
+
+
+@dataclass(kw_only=True)
+class Suite:
+    name: str
+    description: str = ""
+    complexity: ComplexitySection | None = None
+    accuracy: AccuracySection | None = None
+    report: ReportSection = field(default_factory=ReportSection)
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def shipped_suites() -> list[str]:
+    return sorted(p.name.removesuffix(".toml") for p in resources.files(SUITES_PACKAGE).iterdir()
+                  if p.name.endswith(".toml"))  # fmt: skip
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """A shipped suite by name (``quick``) or a user's TOML file, validated."""
+    path = Path(name_or_path)
+    if name_or_path.endswith(".toml") or path.exists():
+        if not path.is_file():
+            raise UserError(
+                f"suite file {name_or_path!r} does not exist (shipped suites: {', '.join(shipped_suites())})"
+            )
+        text, source = path.read_text(), str(path)
+    else:
+        if name_or_path not in shipped_suites():
+            raise UserError(
+                f"unknown suite {name_or_path!r}: shipped suites are {', '.join(shipped_suites())}; "
+                "or pass the path of a .toml file"
+            )
+        text = resources.files(SUITES_PACKAGE).joinpath(f"{name_or_path}.toml").read_text()
+        source = f"{name_or_path}.toml"
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"suite {source}: not valid TOML: {err}") from None
+    return parse_suite(data, source=source, default_name=Path(source).stem)
+
+
+def parse_suite(data: dict[str, Any], *, source: str, default_name: str) -> Suite:
+    where = f"suite {source}"
+    known = {"name", "description", "complexity", "accuracy", "report"}
+    _reject_unknown(data, known, where, "top level")
+    complexity = accuracy = None
+    if "complexity" in data:
+        complexity = _section(data["complexity"], ComplexitySection, where, "[complexity]")
+        complexity.variants = _specs(complexity.variants, where, "[complexity].variants")
+        lengths = complexity.seq_lens
+        try:
+            complexity.seq_lens = parse_lengths([lengths] if isinstance(lengths, str) else [str(n) for n in lengths])
+        except UserError as err:
+            raise UserError(f"{where}: [complexity].seq_lens: {err}") from None
+        for p in complexity.passes:
+            if p not in ("fwd", "fwd+bwd"):
+                raise UserError(f"{where}: [complexity].passes: {p!r} is not fwd or fwd+bwd")
+    if "accuracy" in data:
+        raw = data["accuracy"]
+        if not isinstance(raw, dict) or not isinstance(raw.get("tasks"), list) or not raw["tasks"]:
+            raise UserError(f"{where}: [accuracy] needs at least one [[accuracy.tasks]] table")
+        _reject_unknown(raw, {"tasks"}, where, "[accuracy]")
+        tasks = []
+        for i, entry in enumerate(raw["tasks"]):
+            label = f"[[accuracy.tasks]] #{i + 1}"
+            task = _section(entry, TaskEntry, where, label)
+            task.variants = _specs(task.variants, where, f"{label}.variants")
+            _check_task(task, where, label)
+            tasks.append(task)
+        accuracy = AccuracySection(tasks=tasks)
+    if complexity is None and accuracy is None:
+        raise UserError(f"{where}: has neither [complexity] nor [[accuracy.tasks]]: nothing to run")
+    report = _section(data.get("report", {}), ReportSection, where, "[report]")
+    name = data.get("name", default_name)
+    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+        raise UserError(f"{where}: name {name!r} must be letters, digits, '-' or '_' (it names the run directory)")
+    return Suite(
+        name=name, description=str(data.get("description", "")), complexity=complexity, accuracy=accuracy,
+        report=report, source=source,
+    )  # fmt: skip
+
+
+def _reject_unknown(data: Any, known: set[str], where: str, section: str) -> None:
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: {section} must be a table, got {type(data).__name__}")
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UserError(
+            f"{where}: {section} has unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+
+
+def _section(data: Any, cls: type, where: str, section: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    _reject_unknown(data, names, where, section)
+    values = {}
+    for f in fields(cls):
+        if f.name not in data:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise UserError(f"{where}: {section} needs key {f.name!r} ({type_name(hints[f.name])})")
+            continue
+        if f.name == "overrides":
+            if not isinstance(data[f.name], dict):
+                raise UserError(f"{where}: {section}.overrides must be a table of training settings")
+            values[f.name] = dict(data[f.name])
+            continue
+        try:
+            values[f.name] = coerce(data[f.name], hints[f.name])
+        except (TypeError, ValueError) as err:
+            raise UserError(f"{where}: {section}.{f.name}: {err}") from None
+    return cls(**values)
+
+
+def _specs(specs: list[str], where: str, key: str) -> list[str]:
+    if not specs:
+        raise UserError(f"{where}: {key} is empty; name at least one variant (see `attnbench list`)")
+    out = []
+    for spec in specs:
+        try:
+            out.append(canonical_spec(spec))
+        except UserError as err:
+            raise UserError(f"{where}: {key}: {err}") from None
+    return out
+
+
+def _check_task(task: TaskEntry, where: str, label: str) -> None:
+    from attnbench.bench.accuracy import get_preset
+    from attnbench.bench.tasks import canonical_task_spec
+
+    try:
+        task.task = canonical_task_spec(task.task)
+        preset = get_preset(task.task.partition(":")[0], task.preset)
+        preset.cell("softmax", seed=0).with_overrides(**task.overrides)
+    except UserError as err:
+        raise UserError(f"{where}: {label} ({task.task}): {err}") from None
+    if isinstance(task.seeds, int) and task.seeds < 1:
+        raise UserError(f"{where}: {label}.seeds must be >= 1 (a count) or a list of seeds")
