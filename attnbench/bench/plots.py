@@ -204,12 +204,14 @@ def scaling_figure(complexity: pd.DataFrame, colors: Palette, *, metric: str = "
     for ax, pass_ in zip(axes, passes, strict=True):
         part = frame[frame["pass"] == pass_]
         for (spec, causal), series in part.groupby(["spec", "causal"], sort=True):
-            ok = ok_rows(series).sort_values("seq_len")
-            ok = ok[ok[metric] > 0]  # log axes: a zero (below the meter's resolution) cannot be drawn
+            ran = ok_rows(series).sort_values("seq_len")
+            ok = ran[ran[metric] > 0]  # log axes: a zero (below the meter's resolution) cannot be drawn
             slope = slope_of.get((spec, pass_, str(causal)), math.nan)
             label = _series_label(spec, causal, several_causal)
-            if ok.empty:
+            if ran.empty:
                 label += " (no ok cell)"
+            elif ok.empty:
+                label += " (every reading 0)"
             else:
                 label += " (slope n/a)" if math.isnan(slope) else f" (slope {slope:.2f})"
             ax.plot(ok["seq_len"], ok[metric] * scale, marker="o", markersize=4, color=_color(colors, spec),
@@ -217,9 +219,15 @@ def scaling_figure(complexity: pd.DataFrame, colors: Palette, *, metric: str = "
         failed = part[part["status"] != "ok"]
         rows = _mark_failures(ax, failed, colors)
         _length_axis(ax, part["seq_len"])
+        values = ok_rows(part)[metric]
+        values = values[values > 0] * scale
+        if values.empty:  # e.g. memory of tiny cells, all below the meter's resolution
+            ax.text(0.5, 0.5, f"every ok {name} reading is 0 (below the meter's resolution)",
+                    transform=ax.transAxes, ha="center", va="center")  # fmt: skip
+            ax.set_ylim(1, 10)
         ax.set_yscale("log")
-        _readable_log_axis(ax.yaxis, TICK_TEXT.get(metric, "{:g}".format), ok_rows(part)[metric] * scale)
-        _leave_room_below(ax, ok_rows(part)[metric] * scale, rows)
+        _readable_log_axis(ax.yaxis, TICK_TEXT.get(metric, "{:g}".format), values)
+        _leave_room_below(ax, values, rows)
         ax.set_ylabel(f"{name} ({unit})")
         ax.set_title(f"{scope} · {PASS_TITLES.get(pass_, pass_)}: {name} vs n (log–log)")
         ax.grid(True, which="major", alpha=0.3)
