@@ -222,9 +222,9 @@ def accuracy_verdicts(frame: pd.DataFrame, *, tolerance_points: float = 5.0, bas
     about who keeps accuracy) — and the spec was trained on it (a row that is not ``skipped``). On such a
     task the spec's mean test accuracy over usable seeds must be at least the baseline's mean minus
     ``tolerance_points``/100; a task where none of its seeds is usable (diverged, oom, error) is a miss.
-    ``verdict``: ``baseline``, ``within``, ``below`` (missed on some task) or ``untested`` (no task to
-    compare on). ``worst_gap_points`` is the spec's mean minus the baseline's on its worst counted task, in
-    percentage points (-inf for a task it failed); ``detail`` lists every task, those not counted included.
+    ``verdict``: ``baseline`` (always, for the baseline itself), ``within``, ``below`` (missed on some task)
+    or ``untested`` (no task to compare on). ``worst_gap_points`` is the spec's mean minus the baseline's on
+    its worst counted task, in percentage points (-inf for a task it failed); ``detail`` lists every task, those not counted included.
     """
     columns = ["spec", "verdict", "tasks_compared", "worst_task", "worst_gap_points", "detail"]
     if frame.empty:
@@ -247,10 +247,10 @@ def accuracy_verdicts(frame: pd.DataFrame, *, tolerance_points: float = 5.0, bas
                 continue
             mean = mine.loc[key, "test_mean"]
             gaps[task] = -math.inf if math.isnan(mean) else 100 * (mean - base.loc[key, "test_mean"])
-        if not gaps:
-            verdict = "untested"
-        elif spec == baseline:
+        if spec == baseline:  # the reference keeps its own accuracy by definition, learned or not
             verdict = "baseline"
+        elif not gaps:
+            verdict = "untested"
         else:
             verdict = "within" if min(gaps.values()) >= -tolerance_points else "below"
         worst = min(gaps, key=gaps.__getitem__) if gaps else ""
@@ -288,7 +288,7 @@ def recommendations(
     rows = []
     for key, part in latest.groupby([*keys, "seq_len"], sort=True, dropna=False):
         ok = part[(part["status"] == "ok") & part["time_median_s"].notna()]
-        verdict = ok["spec"].map(lambda s: verdict_of.get(s, "untested"))
+        verdict = ok["spec"].map(lambda s: verdict_of.get(s, "baseline" if s == baseline else "untested"))
         good = ok[verdict.isin(["baseline", "within"])]
         fastest = good.loc[good["time_median_s"].idxmin()] if not good.empty else None
         with_mem = good[good["peak_mem_bytes"].notna()]

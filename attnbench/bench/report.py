@@ -242,8 +242,8 @@ def recommendation_section(data: RunData, tolerance: float) -> str:
         parts.append("No complexity results (`complexity.csv` is missing or empty): nothing to recommend.")
         return "\n".join([*parts, "", verdict_table(data, tolerance)] if not data.accuracy.empty else parts)
     if data.accuracy.empty:
-        parts += ["This run has no accuracy results, so no variant can be recommended; *left out* names the "
-                  "fastest variant by speed alone.", ""]  # fmt: skip
+        parts += ["This run has no accuracy results, so only softmax (the reference) can be recommended; *left out* "
+                  "names the fastest variant by speed alone.", ""]  # fmt: skip
     recs = recommendations(comp, data.accuracy, tolerance_points=tolerance, baseline=BASELINE)
     several_causal = comp["causal"].nunique() > 1
     for (scope, pass_, causal), part in recs.groupby(["scope", "pass", "causal"], sort=False):
