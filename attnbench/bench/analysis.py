@@ -224,7 +224,8 @@ def accuracy_verdicts(frame: pd.DataFrame, *, tolerance_points: float = 5.0, bas
     ``tolerance_points``/100; a task where none of its seeds is usable (diverged, oom, error) is a miss.
     ``verdict``: ``baseline`` (always, for the baseline itself), ``within``, ``below`` (missed on some task)
     or ``untested`` (no task to compare on). ``worst_gap_points`` is the spec's mean minus the baseline's on
-    its worst counted task, in percentage points (-inf for a task it failed); ``detail`` lists every task, those not counted included.
+    its worst counted task, in percentage points (-inf for a task it failed); ``detail`` lists every task,
+    those not counted included.
     """
     columns = ["spec", "verdict", "tasks_compared", "worst_task", "worst_gap_points", "detail"]
     if frame.empty:
