@@ -22,7 +22,6 @@ from attnbench.core.registry import attention_class, available_attention, canoni
 PASSES = ("fwd", "fwd+bwd")
 SCOPES = ("attention", "layer")
 FAILED = ("oom", "timeout", "error")
-BACKWARD_FLOPS_FACTOR = 2.0  # DESIGN.md: forward+backward = 3 × forward unless a variant says otherwise
 DEFAULT_SEQ_LENS = (256, 512, 1024, 2048, 4096, 8192)
 DEFAULT_TIME_BUDGET_S = 120.0
 DEFAULT_MEMORY_FRACTION = 0.75
@@ -136,7 +135,7 @@ def cell_flops(cell: CellSpec) -> int:
         tokens = cell.batch * cell.seq_len
         d = config.d_model
         forward += 2 * tokens * (4 * d * d + 2 * d * config.ffn_dim)  # Q/K/V/O projections and the two FFN matmuls
-    factor = 1.0 + getattr(attention, "backward_flops_factor", BACKWARD_FLOPS_FACTOR) if cell.backward else 1.0
+    factor = 1.0 + attention.backward_flops_factor if cell.backward else 1.0
     return int(forward * factor)
 
 

@@ -36,6 +36,9 @@ class Attention(nn.Module):
     exact: ClassVar[bool] = False
     supports_causal: ClassVar[bool] = True
     supports_cross: ClassVar[bool] = True
+    # backward FLOPs as a multiple of forward's: 2 for plain autograd (DESIGN.md: fwd+bwd = 3 × fwd); a
+    # variant that recomputes its forward in backward says 3
+    backward_flops_factor: ClassVar[float] = 2.0
 
     spec: str | None = None  # canonical spec, set by create_attention
 

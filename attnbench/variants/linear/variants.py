@@ -60,6 +60,7 @@ class LinearAttention(Attention):
     exact: ClassVar[bool] = False
     supports_causal: ClassVar[bool] = True
     supports_cross: ClassVar[bool] = True
+    backward_flops_factor: ClassVar[float] = 3.0  # each block's forward is recomputed in backward
 
     feature_map: FeatureMap
 
