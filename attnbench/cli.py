@@ -300,15 +300,16 @@ def accuracy_command(
         Path | None, typer.Option(help="Folder with LRA's listops-1000 basic_{train,val,test}.tsv (real ListOps).")
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu (default) or cuda.")] = None,
-    threads: Annotated[int | None, typer.Option(min=1, help="Default: torch's thread count.")] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="Torch threads per cell; default 1 (small models train fastest so).")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory (default results/<time>-accuracy).")] = None,
     resume: Annotated[Path | None, typer.Option(help="Finish an interrupted run in this directory.")] = None,
     max_cells: Annotated[int | None, typer.Option(hidden=True, min=1)] = None,
 ) -> None:
     """Train each variant in the same skeleton on long-range tasks; report accuracy and cost per step."""
-    import torch
 
-    from attnbench.bench.accuracy_sweep import AccuracyConfig, TaskPlan, accuracy_job
+    from attnbench.bench.accuracy_sweep import DEFAULT_THREADS, AccuracyConfig, TaskPlan, accuracy_job
     from attnbench.bench.console import accuracy_table
     from attnbench.bench.session import new_run, open_for_resume, session
     from attnbench.bench.tasks import available_tasks, task_spec_with
@@ -339,7 +340,7 @@ def accuracy_command(
             for t in tasks
         ]
         config = AccuracyConfig(
-            tasks=plans, device=device or "cpu", threads=threads or torch.get_num_threads(), plugins=loaded_plugins()
+            tasks=plans, device=device or "cpu", threads=threads or DEFAULT_THREADS, plugins=loaded_plugins()
         )
         run_dir = new_run(
             "accuracy", sections={"accuracy": config.to_dict()}, device=config.device, threads=config.threads, out=out
@@ -391,9 +392,10 @@ def run_command(
     else:
         chosen = load_suite(suite or "quick")
         device = device or "cpu"
-        threads = threads or torch.get_num_threads()
         plugins = loaded_plugins()
-        complexity = complexity_config(chosen, device=device, threads=threads, plugins=plugins)
+        complexity = complexity_config(
+            chosen, device=device, threads=threads or torch.get_num_threads(), plugins=plugins
+        )
         accuracy = accuracy_config(chosen, device=device, threads=threads, plugins=plugins)
         tolerance = chosen.report.acc_tolerance
         sections = {
@@ -401,7 +403,10 @@ def run_command(
             "complexity": complexity.to_dict() if complexity else None,
             "accuracy": accuracy.to_dict() if accuracy else None,
         }
-        run_dir = new_run("run", suite=chosen.name, sections=sections, device=device, threads=threads, out=out)
+        run_dir = new_run(
+            "run", suite=chosen.name, sections=sections, device=device, threads=threads or torch.get_num_threads(),
+            out=out,
+        )  # fmt: skip
     console.print(f"[bold]attnbench run[/] → {run_dir.path}")
     executor = LocalExecutor()
     with session(run_dir, executor):

@@ -34,7 +34,8 @@ def test_quick_covers_every_family_and_the_required_tasks() -> None:
     assert families >= {attention_class(n).family for n in available_attention() if not n.startswith("flex-")}
     assert max(suite.complexity.seq_lens) == 4096
     tasks = {t.task.partition(":")[0]: t.variants for t in suite.accuracy.tasks}
-    assert {"softmax", "linear", "performer"} <= set(tasks["mqar"])
+    assert {"softmax", "linear"} <= set(tasks["mqar"])
+    assert any(v.startswith("performer") for v in tasks["mqar"])
     assert any(v.startswith("window") for v in tasks["mqar"])
     assert len(tasks["listops"]) >= 2
 

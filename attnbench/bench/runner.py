@@ -6,7 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from attnbench.bench.accuracy_sweep import AccuracyConfig, TaskPlan, accuracy_job
+from attnbench.bench.accuracy_sweep import DEFAULT_THREADS, AccuracyConfig, TaskPlan, accuracy_job
 from attnbench.bench.complexity import ComplexityConfig, complexity_job
 from attnbench.bench.environment import device_memory_bytes
 from attnbench.bench.options import parse_bytes
@@ -24,7 +24,8 @@ def complexity_config(suite: Suite, *, device: str, threads: int, plugins: list[
     return ComplexityConfig(**values, device=device, threads=threads, plugins=plugins, memory_budget_bytes=budget)
 
 
-def accuracy_config(suite: Suite, *, device: str, threads: int, plugins: list[str]) -> AccuracyConfig | None:
+def accuracy_config(suite: Suite, *, device: str, threads: int | None, plugins: list[str]) -> AccuracyConfig | None:
+    """``threads`` (the command line's) wins over the suite's ``[accuracy].threads``, then one thread."""
     if suite.accuracy is None:
         return None
     plans = []
@@ -35,6 +36,7 @@ def accuracy_config(suite: Suite, *, device: str, threads: int, plugins: list[st
                 task=entry.task, variants=entry.variants, preset=entry.preset, seeds=seeds, overrides=entry.overrides
             )
         )
+    threads = threads or suite.accuracy.threads or DEFAULT_THREADS
     return AccuracyConfig(tasks=plans, device=device, threads=threads, plugins=plugins)
 
 

@@ -50,6 +50,7 @@ class TaskEntry:
 @dataclass(kw_only=True)
 class AccuracySection:
     tasks: list[TaskEntry]
+    threads: int | None = None  # None: one thread per cell (small models train fastest that way on a CPU)
 
 
 @dataclass(kw_only=True)
@@ -121,7 +122,10 @@ def parse_suite(data: dict[str, Any], *, source: str, default_name: str) -> Suit
         raw = data["accuracy"]
         if not isinstance(raw, dict) or not isinstance(raw.get("tasks"), list) or not raw["tasks"]:
             raise UserError(f"{where}: [accuracy] needs at least one [[accuracy.tasks]] table")
-        _reject_unknown(raw, {"tasks"}, where, "[accuracy]")
+        _reject_unknown(raw, {"tasks", "threads"}, where, "[accuracy]")
+        threads = raw.get("threads")
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+            raise UserError(f"{where}: [accuracy].threads must be a positive integer, got {threads!r}")
         tasks = []
         for i, entry in enumerate(raw["tasks"]):
             label = f"[[accuracy.tasks]] #{i + 1}"
@@ -129,7 +133,7 @@ def parse_suite(data: dict[str, Any], *, source: str, default_name: str) -> Suit
             task.variants = _specs(task.variants, where, f"{label}.variants")
             _check_task(task, where, label)
             tasks.append(task)
-        accuracy = AccuracySection(tasks=tasks)
+        accuracy = AccuracySection(tasks=tasks, threads=threads)
     if complexity is None and accuracy is None:
         raise UserError(f"{where}: has neither [complexity] nor [[accuracy.tasks]]: nothing to run")
     report = _section(data.get("report", {}), ReportSection, where, "[report]")

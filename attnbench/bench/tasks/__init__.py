@@ -1,0 +1,45 @@
+"""Long-range tasks, registered by name like attention variants so a plugin can add one.
+
+Every module in this package is imported here, so adding a task is adding a file with a
+``@register_task("name")`` class.
+"""
+
+import importlib
+import pkgutil
+
+from attnbench.bench.tasks.base import (
+    IGNORE_INDEX,
+    ModelKind,
+    Split,
+    Task,
+    TaskData,
+    majority_accuracy,
+)
+from attnbench.bench.tasks.registry import (
+    TASKS,
+    available_tasks,
+    canonical_task_spec,
+    create_task,
+    register_task,
+    task_class,
+    task_spec_with,
+)
+
+__all__ = [
+    "IGNORE_INDEX",
+    "TASKS",
+    "ModelKind",
+    "Split",
+    "Task",
+    "TaskData",
+    "available_tasks",
+    "canonical_task_spec",
+    "create_task",
+    "majority_accuracy",
+    "register_task",
+    "task_class",
+    "task_spec_with",
+]
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
