@@ -10,6 +10,9 @@ import torch
 from attnbench.core import registry
 from attnbench.core.registry import ATTENTION
 
+# the suite's tensors are tiny: on a 2-core CI machine two threads only add synchronisation overhead
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _deterministic() -> Iterator[None]:
