@@ -391,6 +391,8 @@ class _Kit:
         causal = module.supports_causal
         try:
             module(q, k, v, causal=causal, key_mask=key_mask)
+        except NotImplementedError:
+            raise  # a backend that cannot run here says why: reported as such, not as a float64 problem
         except (RuntimeError, TypeError) as err:
             return f"skipped: float64 not supported ({type(err).__name__}: {err})"
 
