@@ -34,7 +34,6 @@ DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bf
 MMAP_THRESHOLD_BYTES = 65536
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 SLOW_CALL_S = 0.25  # a call slower than this is timed a few times one by one instead of by autorange
-WARMUP_SEQ = 128
 
 
 @dataclass(frozen=True)
@@ -188,8 +187,8 @@ def memory_cell(cell: CellSpec) -> dict[str, Any]:
     notes = []
     if device.type == "cpu" and not _fix_mmap_threshold():
         notes.append("mallopt unavailable: freed buffers may stay resident and hide part of the peak")
-    build_workload(cell, seq_len=min(cell.seq_len, WARMUP_SEQ))()  # load kernels and lazy state at a tiny size
     fn = build_workload(cell)
+    fn()  # at the measured shape: kernels, compiled graphs and caches for it are built before the reading
     gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
