@@ -229,7 +229,7 @@ def complexity_command(
     """Time, peak memory and FLOPs of each variant as the sequence length grows; fitted scaling exponents."""
     import torch
 
-    from attnbench.bench.complexity import ComplexityConfig, complexity_job, default_variants
+    from attnbench.bench.complexity import PASSES, ComplexityConfig, complexity_job, default_variants
     from attnbench.bench.console import complexity_tables
     from attnbench.bench.environment import device_memory_bytes
     from attnbench.bench.options import parse_bytes, parse_lengths
@@ -255,7 +255,10 @@ def complexity_command(
         config = ComplexityConfig.from_dict(manifest["complexity"])
     else:
         chosen = {k: v for k, v in given.items() if v is not None}
-        chosen.setdefault("variants", default_variants(causal=bool(causal)))
+        chosen.setdefault(
+            "variants",
+            default_variants(causal=bool(causal), device=device or "cpu", passes=chosen.get("passes", PASSES)),
+        )
         chosen.setdefault("threads", torch.get_num_threads())
         chosen["memory_budget_bytes"] = parse_bytes(
             memory_budget or "75%", available=device_memory_bytes(device or "cpu")

@@ -234,3 +234,42 @@ def test_softmax_flops_are_4bhn2d_and_agree_with_flop_counter_mode() -> None:
         assert counted["softmax"] == cell_flops(cell)
     backward = CellSpec(**{**cell.to_dict(), "pass_": "fwd+bwd"})
     assert cell_flops(backward) == 3 * cell_flops(cell)
+
+
+def test_default_variants_leave_out_what_cannot_run_here() -> None:
+    from attnbench.bench.complexity import default_variants
+    from attnbench.core.registry import attention_class
+
+    both = default_variants(causal=False, device="cpu")
+    assert {"softmax", "softmax-naive", "window", "linear"} <= set(both)
+    if "flex-window" in __import__("attnbench").available_attention():
+        assert "flex-window" not in both  # forward-only on CPU: not in a sweep that asks for backward
+        assert "flex-window" in default_variants(causal=False, device="cpu", passes=["fwd"])
+        reason = attention_class("flex-window").unsupported_reason(device="cpu", backward=True, causal=False)
+        assert reason is not None and "forward-only" in reason
+        assert attention_class("flex-window").unsupported_reason(device="cuda", backward=True, causal=True) is None
+
+
+def test_an_unsupported_cell_is_skipped_without_a_worker(tmp_path: Path, scratch_registry: None) -> None:
+    plugin = tmp_path / "fwd_only.py"
+    plugin.write_text(
+        "from attnbench import register_attention\n"
+        "from attnbench.variants.full import SoftmaxAttention\n"
+        "@register_attention('fwd-only-test')\n"
+        "class ForwardOnly(SoftmaxAttention):\n"
+        "    @classmethod\n"
+        "    def unsupported_reason(cls, *, device, backward, causal):\n"
+        "        return 'no backward in this test' if backward else None\n"
+        "    def forward(self, q, k, v, *, causal=False, key_mask=None):\n"
+        "        if q.requires_grad:\n"
+        "            raise AssertionError('a worker ran a cell that was declared unsupported')\n"
+        "        return super().forward(q, k, v, causal=causal, key_mask=key_mask)\n"
+    )
+    out = tmp_path / "run"
+    code, output = _run(["--plugin", str(plugin), "bench", "complexity", "--variant", "fwd-only-test", *TINY,
+                         "--out", str(out)])  # fmt: skip
+    assert code == 0, output
+    rows = _rows(out).set_index(["pass", "seq_len"])
+    assert (rows.loc["fwd", "status"] == "ok").all()
+    assert (rows.loc["fwd+bwd", "status"] == "skipped").all()
+    assert rows.loc[("fwd+bwd", 32), "message"] == "not supported here: no backward in this test"

@@ -7,7 +7,7 @@ n; a cell whose predicted peak exceeds the memory budget is recorded ``skipped``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -25,6 +25,7 @@ FAILED = ("oom", "timeout", "error")
 DEFAULT_SEQ_LENS = (256, 512, 1024, 2048, 4096, 8192)
 DEFAULT_TIME_BUDGET_S = 120.0
 DEFAULT_MEMORY_FRACTION = 0.75
+FULL_WARMUP_BELOW_S = 1.0
 APPROXIMATION_MAX_SEQ_LEN = 8192  # the error is measured up to here: beyond, it costs more than it tells
 
 
@@ -44,8 +45,8 @@ class ComplexityConfig:
     layer: bool = False
     memory_budget_bytes: int = 0
     time_budget_s: float = DEFAULT_TIME_BUDGET_S
-    min_run_time: float = 0.2
-    max_run_time: float = 1.0
+    min_run_time: float = 0.1
+    max_run_time: float = 0.5
     plugins: list[str] = field(default_factory=list)
     seed: int = 0
 
@@ -87,9 +88,16 @@ class ComplexityConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def default_variants(*, causal: bool) -> list[str]:
-    """Every registered variant that can run the requested mode (plugins included)."""
-    return [n for n in available_attention() if not causal or attention_class(n).supports_causal]
+def default_variants(*, causal: bool, device: str = "cpu", passes: Sequence[str] = PASSES) -> list[str]:
+    """Every registered variant (plugins included) that can run every requested pass in this mode, here."""
+    return [
+        name
+        for name in available_attention()
+        if not any(
+            attention_class(name).unsupported_reason(device=device, backward=p == "fwd+bwd", causal=causal)
+            for p in passes
+        )
+    ]
 
 
 def plan_cells(config: ComplexityConfig) -> list[CellSpec]:
@@ -194,6 +202,11 @@ def measure_cell(
     predicted = predicted_peak(cell)
     flops = cell_flops(cell)
     row |= {"predicted_peak_bytes": predicted, "flops": flops}
+    unsupported = attention_class(row["variant"]).unsupported_reason(
+        device=cell.device, backward=cell.backward, causal=cell.causal
+    )
+    if unsupported is not None:
+        return CellReport(row | {"status": "skipped", "message": f"not supported here: {unsupported}"}, [])
     if skip_reason is not None:
         return CellReport(row | {"status": "skipped", "message": skip_reason}, [])
     if predicted is not None and memory_budget_bytes and predicted + input_bytes(cell) > memory_budget_bytes:
@@ -206,8 +219,11 @@ def measure_cell(
     timing = executor.run("time", payload, timeout_s=cell.time_budget_s)
     if timing.status != "ok":
         return CellReport(row | {"status": timing.status, "message": timing.message}, [])
-    memory: Outcome = executor.run("memory", payload, timeout_s=cell.time_budget_s)
     t = timing.result
+    # warming the memory worker up at full size costs one more call: worth it unless a call is slow
+    memory: Outcome = executor.run(
+        "memory", payload | {"warmup_full": t["time_median_s"] < FULL_WARMUP_BELOW_S}, timeout_s=cell.time_budget_s
+    )
     row |= {
         "time_median_s": t["time_median_s"],
         "time_iqr_s": t["time_iqr_s"],

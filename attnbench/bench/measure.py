@@ -34,6 +34,8 @@ DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bf
 MMAP_THRESHOLD_BYTES = 65536
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 SLOW_CALL_S = 0.25  # a call slower than this is timed a few times one by one instead of by autorange
+VERY_SLOW_CALL_S = 1.0  # ... and one slower than this only twice
+SMALL_WARMUP_SEQ = 128
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,8 @@ def time_cell(cell: CellSpec) -> dict[str, Any]:
     if first_call >= SLOW_CALL_S:
         # autorange would need many seconds per block: a few single runs, as many as the budget allows
         remaining = cell.time_budget_s - 2 * first_call
-        repeats = int(max(1, min(3, remaining // max(first_call, 1e-9))))
+        most = 2 if first_call >= VERY_SLOW_CALL_S else 3
+        repeats = int(max(1, min(most, remaining // max(first_call, 1e-9))))
         blocks = [float(timer.timeit(number=1).times[0]) for _ in range(repeats)]
         runs_per_block = 1
     else:
@@ -180,7 +183,7 @@ def _reset_high_water_mark() -> bool:
     return True
 
 
-def memory_cell(cell: CellSpec) -> dict[str, Any]:
+def memory_cell(cell: CellSpec, *, warmup_full: bool = True) -> dict[str, Any]:
     """Peak bytes allocated by one call beyond its inputs, in a fresh worker process."""
     torch.set_num_threads(cell.threads)
     device = torch.device(cell.device)
@@ -188,7 +191,10 @@ def memory_cell(cell: CellSpec) -> dict[str, Any]:
     if device.type == "cpu" and not _fix_mmap_threshold():
         notes.append("mallopt unavailable: freed buffers may stay resident and hide part of the peak")
     fn = build_workload(cell)
-    fn()  # at the measured shape: kernels, compiled graphs and caches for it are built before the reading
+    if warmup_full:
+        fn()  # at the measured shape: kernels, compiled graphs and caches for it are built before the reading
+    else:
+        build_workload(cell, seq_len=min(cell.seq_len, SMALL_WARMUP_SEQ))()  # lazy state only: a call is slow
     gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -268,5 +274,6 @@ def run_in_worker(kind: str, payload: dict[str, Any], report: Callable[[dict[str
         from attnbench.bench.accuracy_sweep import run_cell_in_worker
 
         return run_cell_in_worker(payload, report)
-    cell = CellSpec(**{k: (tuple(v) if k == "plugins" else v) for k, v in payload.items()})
-    return WORKER_FUNCTIONS[kind](cell)
+    options = {k: payload[k] for k in ("warmup_full",) if k in payload}
+    cell = CellSpec(**{k: (tuple(v) if k == "plugins" else v) for k, v in payload.items() if k not in options})
+    return WORKER_FUNCTIONS[kind](cell, **options)

@@ -23,7 +23,9 @@ from typing import Any, Literal, Protocol
 OutcomeStatus = Literal["ok", "oom", "timeout", "error", "skipped"]
 
 _OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory", "bad_alloc")
-_PRELOAD = ["torch", "attnbench", "attnbench.bench.measure"]
+# torch._dynamo is what a first backward imports (sympy and ~500 modules, 0.4 s): importing it once in the
+# server, which runs no torch op and so starts no thread, spares every worker that cost
+_PRELOAD = ["torch", "torch._dynamo", "attnbench", "attnbench.bench.measure"]
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,16 @@ class Attention(nn.Module):
     def default_scale(self) -> float:
         return self.head_dim**-0.5
 
+    @classmethod
+    def unsupported_reason(cls, *, device: str, backward: bool, causal: bool) -> str | None:
+        """Why this variant cannot run this way on ``device`` ("cpu", "cuda", ...); None when it can.
+
+        Asked before anything is built, so a sweep can leave a variant out instead of failing its cells.
+        """
+        if causal and not cls.supports_causal:
+            return f"{cls.__name__} has no causal mode (supports_causal=False)"
+        return None
+
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_mask: Tensor | None = None
     ) -> Tensor:

@@ -105,6 +105,11 @@ def _window_mask_mod(radius: int, ahead: int, key_mask: Tensor | None, device: t
     return in_window_and_real
 
 
+CPU_FORWARD_ONLY = (
+    "flex-window: FlexAttention on CPU is forward-only (torch has no CPU backward for it); "
+    "use 'window' (same pattern, exact, with backward) to train, or call under torch.no_grad()"
+)
+
 if flex_attention is not None:
 
     @register_attention("flex-window")
@@ -129,16 +134,19 @@ if flex_attention is not None:
             self.radius, self.block = radius, block
             self.scale = self.default_scale
 
+        @classmethod
+        def unsupported_reason(cls, *, device: str, backward: bool, causal: bool) -> str | None:
+            if backward and device.startswith("cpu"):
+                return CPU_FORWARD_ONLY
+            return super().unsupported_reason(device=device, backward=backward, causal=causal)
+
         def forward(
             self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_mask: Tensor | None = None
         ) -> Tensor:
             shape = self.validate(q, k, v, causal=causal, key_mask=key_mask)
             needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
             if needs_grad and q.device.type == "cpu":
-                raise NotImplementedError(
-                    "flex-window: FlexAttention on CPU is forward-only (torch has no CPU backward for it); "
-                    "use 'window' (same pattern, exact, with backward) to train, or call under torch.no_grad()"
-                )
+                raise NotImplementedError(CPU_FORWARD_ONLY)
             n = shape.seq_q
             blocks = window_blocks(n, self.radius, self.block, causal=causal, allow_full=key_mask is None)
             mask_mod = _window_mask_mod(self.radius, 0 if causal else self.radius, key_mask, q.device)
