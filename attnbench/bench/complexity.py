@@ -25,7 +25,7 @@ FAILED = ("oom", "timeout", "error")
 DEFAULT_SEQ_LENS = (256, 512, 1024, 2048, 4096, 8192)
 DEFAULT_TIME_BUDGET_S = 120.0
 DEFAULT_MEMORY_FRACTION = 0.75
-FULL_WARMUP_BELOW_S = 1.0
+FULL_WARMUP_BELOW_S = 0.25
 APPROXIMATION_MAX_SEQ_LEN = 8192  # the error is measured up to here: beyond, it costs more than it tells
 
 
@@ -45,8 +45,8 @@ class ComplexityConfig:
     layer: bool = False
     memory_budget_bytes: int = 0
     time_budget_s: float = DEFAULT_TIME_BUDGET_S
-    min_run_time: float = 0.1
-    max_run_time: float = 0.5
+    min_run_time: float = 0.05
+    max_run_time: float = 0.3
     plugins: list[str] = field(default_factory=list)
     seed: int = 0
 

@@ -34,7 +34,8 @@ DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bf
 MMAP_THRESHOLD_BYTES = 65536
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 SLOW_CALL_S = 0.25  # a call slower than this is timed a few times one by one instead of by autorange
-VERY_SLOW_CALL_S = 1.0  # ... and one slower than this only twice
+VERY_SLOW_CALL_S = 1.0  # ... one slower than this only twice
+GLACIAL_CALL_S = 4.0  # ... and one slower than this once more (its first call already took that long)
 SMALL_WARMUP_SEQ = 128
 
 
@@ -56,8 +57,8 @@ class CellSpec:
     compile: bool = False
     plugins: tuple[str, ...] = ()
     seed: int = 0
-    min_run_time: float = 0.2
-    max_run_time: float = 1.0
+    min_run_time: float = 0.05
+    max_run_time: float = 0.3
     time_budget_s: float = 120.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,7 +132,7 @@ def time_cell(cell: CellSpec) -> dict[str, Any]:
     if first_call >= SLOW_CALL_S:
         # autorange would need many seconds per block: a few single runs, as many as the budget allows
         remaining = cell.time_budget_s - 2 * first_call
-        most = 2 if first_call >= VERY_SLOW_CALL_S else 3
+        most = 1 if first_call >= GLACIAL_CALL_S else 2 if first_call >= VERY_SLOW_CALL_S else 3
         repeats = int(max(1, min(most, remaining // max(first_call, 1e-9))))
         blocks = [float(timer.timeit(number=1).times[0]) for _ in range(repeats)]
         runs_per_block = 1

@@ -23,9 +23,7 @@ from typing import Any, Literal, Protocol
 OutcomeStatus = Literal["ok", "oom", "timeout", "error", "skipped"]
 
 _OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory", "bad_alloc")
-# torch._dynamo is what a first backward imports (sympy and ~500 modules, 0.4 s): importing it once in the
-# server, which runs no torch op and so starts no thread, spares every worker that cost
-_PRELOAD = ["torch", "torch._dynamo", "attnbench", "attnbench.bench.measure"]
+_PRELOAD = ["attnbench.bench.worker_preload"]
 
 
 @dataclass(frozen=True)
