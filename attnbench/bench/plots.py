@@ -44,9 +44,10 @@ LEGEND = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": "small
 def palette(specs: Iterable[str]) -> dict[str, Color]:
     """One colour per spec, assigned in sorted order: the same run always gets the same colours."""
     names = sorted({str(s) for s in specs})
-    if len(names) <= 20:
-        cmap = mpl.colormaps["tab10" if len(names) <= 10 else "tab20"]
-        return {name: cmap(i) for i, name in enumerate(names)}
+    # tab10, then Dark2 and Set1: tab20 would pair each colour with a lighter shade of itself
+    distinct = [*mpl.colormaps["tab10"].colors, *mpl.colormaps["Dark2"].colors, *mpl.colormaps["Set1"].colors]
+    if len(names) <= len(distinct):
+        return {name: (*distinct[i][:3], 1.0) for i, name in enumerate(names)}
     cmap = mpl.colormaps["turbo"]
     return {name: cmap(x) for name, x in zip(names, np.linspace(0.05, 0.95, len(names)), strict=True)}
 
