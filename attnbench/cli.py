@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from attnbench import __version__
@@ -114,7 +115,8 @@ def list_command(
         table.add_column(column)
     for r in records:
         options = ", ".join(f"{o['name']}: {o['type']} = {o['default']}" for o in r["options"]) or "-"
-        table.add_row(r["name"], r["family"], _yes(r["exact"]), _yes(r["causal"]), _yes(r["cross"]), options)
+        cells = (r["name"], r["family"], _yes(r["exact"]), _yes(r["causal"]), _yes(r["cross"]), options)
+        table.add_row(*map(escape, cells))  # "list[int]" is not rich markup
     console.print(table)
     _show_plugin_failures()
 
@@ -155,7 +157,7 @@ def check_command(
     table.add_column("detail", overflow="fold")
     styles = {"passed": "green", "failed": "bold red", "skipped": "yellow", "reported": "cyan"}
     for r in report.results:
-        table.add_row(r.name, f"[{styles[r.status]}]{r.status}[/]", r.detail)
+        table.add_row(escape(r.name), f"[{styles[r.status]}]{r.status}[/]", escape(r.detail))
     console.print(table)
     if not report.passed:
         console.print(f"[bold red]{len(report.failures)} check(s) failed[/]")

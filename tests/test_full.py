@@ -106,6 +106,8 @@ def test_flops_agree_with_flop_counter_mode() -> None:
         (((1, 2, 8, 4), (1, 3, 8, 4), (1, 3, 8, 4)), {}, "batch and heads must match"),
         (((1, 2, 8, 4), (1, 2, 8, 5), (1, 2, 8, 4)), {}, "q and k head_dim differ"),
         (((1, 2, 8, 4), (1, 2, 6, 4), (1, 2, 6, 4)), {"causal": True}, "causal=True needs self-attention"),
+        (((1, 3, 8, 4), (1, 3, 8, 4), (1, 3, 8, 4)), {}, r"3 heads of head_dim 4; .* built for num_heads=2"),
+        (((1, 2, 8, 8), (1, 2, 8, 8), (1, 2, 8, 8)), {}, r"2 heads of head_dim 8; .* head_dim=4"),
     ],
 )
 def test_bad_shapes_raise_value_errors_naming_what_was_passed(shapes: tuple, kwargs: dict, message: str) -> None:

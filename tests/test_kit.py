@@ -105,6 +105,7 @@ def test_gradcheck_catches_a_wrong_gradient_in_a_non_exact_variant() -> None:
 
     report = _check(Approximate)
     assert report["gradcheck"].status == "failed"
+    assert "analytic gradient != finite differences" in report["gradcheck"].detail
     assert report["softmax_error"].status == "reported"
 
 
@@ -127,5 +128,44 @@ def test_forward_only_backends_have_gradient_checks_skipped() -> None:
             return super().attend(q, k, v, causal, key_mask)
 
     report = _check(ForwardOnly)
+    assert report.passed, report.failures
     assert report["reference_gradients"].status == "skipped"
+    assert report["gradcheck"].status == "skipped"
     assert report["reference_outputs"].status == "passed"
+    # the forward halves of the gradient-taking checks still run, and say that they ran forward only
+    assert report["finite"].status == "passed"
+    assert "forward only: no backward on this device" in report["finite"].detail
+    assert report["fully_masked_rows"].status == "passed"
+
+
+def test_a_forward_only_backend_is_still_checked_for_zero_fully_masked_rows() -> None:
+    class ForwardOnlyNaN(NaNOnFullyMaskedRows):
+        def attend(self, q, k, v, causal, key_mask):
+            if q.requires_grad:
+                raise NotImplementedError("no backward on this device")
+            return super().attend(q, k, v, causal, key_mask)
+
+    assert _check(ForwardOnlyNaN)["fully_masked_rows"].status == "failed"
+
+
+def test_a_variant_that_computes_nothing_fails_instead_of_skipping() -> None:
+    class Unimplemented(Honest):
+        def attend(self, q, k, v, causal, key_mask):
+            raise NotImplementedError("todo")
+
+    report = _check(Unimplemented)
+    assert not report.passed
+    assert report["shape_dtype"].status == "failed"
+    assert "not implemented here: todo" in report["shape_dtype"].detail
+
+
+def test_a_module_called_with_other_heads_or_head_dim_must_refuse() -> None:
+    class ShapeBlind(Honest):
+        def forward(self, q, k, v, *, causal=False, key_mask=None):
+            if q.dim() != 4 or k.shape[2] != v.shape[2] or (key_mask is not None and key_mask.shape[1] != k.shape[2]):
+                raise ValueError("bad shape")
+            return self.attend(q, k, v, causal, key_mask)  # never compares q's heads/head_dim with its own
+
+    report = _check(ShapeBlind)
+    assert report["rejects_bad_shapes"].status == "failed"
+    assert "more heads than num_heads" in report["rejects_bad_shapes"].detail

@@ -20,6 +20,7 @@ SMALL_SPECS = [
     "window:radius=13,block=16",
     "strided:stride=6,block=5",
     "strided",
+    "strided:stride=100,block=3",  # longer than every test length: no summary positions at all
     "bigbird:block=8,num_random=2,num_global=2",
     "bigbird:block=4,window_blocks=0,num_random=3,num_global=0,seed=3",
     "longformer:radius=4,block=8,global_positions=[0,17,45]",

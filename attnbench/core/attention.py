@@ -6,6 +6,7 @@ Tensors are ``(batch, heads, seq, head_dim)``, the layout of ``scaled_dot_produc
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -57,6 +58,14 @@ class Attention(nn.Module):
     def default_scale(self) -> float:
         return self.head_dim**-0.5
 
+    def resolve_scale(self, scale: float | None) -> float:
+        """A ``scale`` option: None → head_dim ** -0.5; anything but a finite positive number is refused."""
+        if scale is None:
+            return self.default_scale
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a finite positive number or none (head_dim ** -0.5), got {scale}")
+        return scale
+
     @classmethod
     def unsupported_reason(cls, *, device: str, backward: bool, causal: bool) -> str | None:
         """Why this variant cannot run this way on ``device`` ("cpu", "cuda", ...); None when it can.
@@ -91,7 +100,8 @@ class Attention(nn.Module):
 
     def validate(self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool, key_mask: Tensor | None) -> AttentionShape:
         """Check one call against the contract; raise ValueError naming what was passed and what is allowed."""
-        return validate_attention_inputs(
+        name = type(self).__name__
+        shape = validate_attention_inputs(
             q,
             k,
             v,
@@ -99,8 +109,14 @@ class Attention(nn.Module):
             key_mask=key_mask,
             supports_causal=self.supports_causal,
             supports_cross=self.supports_cross,
-            name=type(self).__name__,
+            name=name,
         )
+        if (shape.heads, shape.head_dim) != (self.num_heads, self.head_dim):
+            raise ValueError(
+                f"{name}: q has shape {tuple(q.shape)}, i.e. {shape.heads} heads of head_dim {shape.head_dim}; "
+                f"this module was built for num_heads={self.num_heads}, head_dim={self.head_dim}"
+            )
+        return shape
 
     def extra_repr(self) -> str:
         return f"head_dim={self.head_dim}, num_heads={self.num_heads}"

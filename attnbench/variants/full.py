@@ -20,9 +20,7 @@ class _FullAttention(Attention):
 
     def __init__(self, *, head_dim: int, num_heads: int, scale: float | None = None) -> None:
         super().__init__(head_dim=head_dim, num_heads=num_heads)
-        if scale is not None and scale <= 0:
-            raise ValueError(f"scale must be positive or none, got {scale}")
-        self.scale = self.default_scale if scale is None else scale
+        self.scale = self.resolve_scale(scale)
 
     def flops(self, *, batch: int, seq_q: int, seq_k: int, causal: bool) -> int:
         # QKᵀ and PV: two multiply-adds of head_dim per allowed (query, key) pair, per head

@@ -32,7 +32,6 @@ from torch.utils.checkpoint import checkpoint
 from attnbench.variants.linear.feature_maps import FeatureMap, Features
 
 FeatureFn = Callable[[Tensor], Features]
-EPS = 1e-6  # normaliser floor: a query without keys gets 0 / EPS = 0
 BLOCK_TOKENS = 1024  # tokens per streamed block: big enough for efficient matmuls, small next to long n
 MAX_CHUNKS_PER_BLOCK = 32  # bounds the (chunks × chunks) prefix matrix of a block
 
@@ -42,8 +41,16 @@ def with_normaliser_column(v: Tensor) -> Tensor:
 
 
 def normalise(out: Tensor) -> Tensor:
-    """``(…, d + 1)`` numerator and normaliser → ``(…, d)`` output."""
-    return out[..., :-1] / (out[..., -1:] + EPS)
+    """``(…, d + 1)`` numerator and normaliser → ``(…, d)`` output; a query with normaliser 0 gets 0.
+
+    The weights are non-negative, so where the normaliser is positive the output is a convex combination of
+    values and needs no guard; only 0 / 0 (no visible key, or all-zero ReLU features) does, and it divides
+    by 1 instead. A fixed ε added to every normaliser would not be scale-free: FAVOR+'s stabilised
+    features make the normaliser small, so ε would bias the output and stop the stabiliser (computed
+    without gradient) from cancelling exactly — its gradient would then be wrong.
+    """
+    numerator, normaliser = out[..., :-1], out[..., -1:]
+    return numerator / torch.where(normaliser > 0, normaliser, 1.0)
 
 
 def masked_log_weights(keys: Features, key_mask: Tensor | None) -> Tensor | None:
@@ -282,7 +289,7 @@ def quadratic_linear_attention(
     """The naive form: the n×n matrix φ(Q)φ(K)ᵀ, lower-triangular when causal. For tests at small n.
 
     Keys are weighted against the same reference as in the fast forms (the largest log weight a query may see),
-    so the normaliser — and with it the EPS floor — has the same scale.
+    so the normaliser has the same scale.
     """
     scores = queries @ keys.values.mT  # (B, H, Nq, Nk)
     log_w = masked_log_weights(keys, key_mask)

@@ -223,9 +223,7 @@ class PerformerAttention(LinearAttention):
     ) -> None:
         super().__init__(head_dim=head_dim, num_heads=num_heads)
         _positive("features", features, "use e.g. features=256 (more features: closer to softmax, slower)")
-        if scale is not None and scale <= 0:
-            raise ValueError(f"scale must be positive or none (head_dim ** -0.5), got {scale}")
-        self.scale = self.default_scale if scale is None else scale
+        self.scale = self.resolve_scale(scale)
         self.redraw = redraw
         self._setup(FavorFeatureMap(head_dim=head_dim, features=features, scale=self.scale, seed=seed), chunk)
 
@@ -258,9 +256,7 @@ class TaylorAttention(LinearAttention):
     ) -> None:
         super().__init__(head_dim=head_dim, num_heads=num_heads)
         _positive("feature_dim", feature_dim, "use e.g. feature_dim=16 (1 + f + f(f+1)/2 features)")
-        if scale is not None and scale <= 0:
-            raise ValueError(f"scale must be positive or none (head_dim ** -0.5), got {scale}")
-        self.scale = self.default_scale if scale is None else scale
+        self.scale = self.resolve_scale(scale)
         feature_map = TaylorFeatureMap(
             head_dim=head_dim, num_heads=num_heads, feature_dim=feature_dim, scale=self.scale, seed=seed
         )

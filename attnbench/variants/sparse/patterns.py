@@ -247,7 +247,7 @@ class StridedAttention(BlockSparseAttention):
             causal=causal,
             band_left=0,
             band_width=block,
-            global_keys=torch.arange(stride - 1, seq_len, stride),
+            global_keys=torch.arange(stride - 1, max(seq_len, stride - 1), stride),  # none when stride > n
         )
 
     def extra_repr(self) -> str:
