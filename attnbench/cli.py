@@ -235,11 +235,13 @@ def complexity_command(
     from attnbench.bench.console import complexity_tables
     from attnbench.bench.environment import device_memory_bytes
     from attnbench.bench.options import parse_bytes, parse_lengths
-    from attnbench.bench.session import new_run, open_for_resume, session
+    from attnbench.bench.session import load_run_plugins, new_run, open_for_resume, session
     from attnbench.bench.workers import LocalExecutor
     from attnbench.core.registry import canonical_spec, loaded_plugins
 
     device = _device_option(device)
+    if resume is not None and variant:
+        load_run_plugins(resume)  # the run's plugin variants must resolve before --variant is canonicalised
     given: dict[str, Any] = {
         "variants": [canonical_spec(v) for v in variant] if variant else None,
         "seq_lens": parse_lengths(seq_len) if seq_len else None,
@@ -251,8 +253,7 @@ def complexity_command(
     if resume is not None:
         if out is not None:
             fail("--out and --resume cannot be combined: --resume continues the run where it is")
-        if memory_budget is not None:
-            given["memory_budget_bytes"] = parse_bytes(memory_budget, available=device_memory_bytes(device or "cpu"))
+        given["memory_budget"] = memory_budget  # as typed: "75%" of today's free RAM is not a conflict
         run_dir, manifest = open_for_resume(resume, "complexity", given)
         config = ComplexityConfig.from_dict(manifest["complexity"])
     else:
@@ -262,9 +263,9 @@ def complexity_command(
             default_variants(causal=bool(causal), device=device or "cpu", passes=chosen.get("passes", PASSES)),
         )
         chosen.setdefault("threads", torch.get_num_threads())
-        chosen["memory_budget_bytes"] = parse_bytes(
-            memory_budget or "75%", available=device_memory_bytes(device or "cpu")
-        )
+        chosen["memory_budget"] = memory_budget or "75%"
+        available = device_memory_bytes(device or "cpu")
+        chosen["memory_budget_bytes"] = parse_bytes(chosen["memory_budget"], available=available)
         chosen["plugins"] = loaded_plugins()
         config = ComplexityConfig(**chosen)
         run_dir = new_run(
@@ -314,10 +315,16 @@ def accuracy_command(
 ) -> None:
     """Train each variant in the same skeleton on long-range tasks; report accuracy and cost per step."""
 
-    from attnbench.bench.accuracy_sweep import DEFAULT_THREADS, AccuracyConfig, TaskPlan, accuracy_job
+    from attnbench.bench.accuracy_sweep import (
+        DEFAULT_THREADS,
+        AccuracyConfig,
+        TaskPlan,
+        accuracy_job,
+        tasks_with_data_dir,
+    )
     from attnbench.bench.console import accuracy_table
     from attnbench.bench.session import new_run, open_for_resume, session
-    from attnbench.bench.tasks import available_tasks, task_spec_with
+    from attnbench.bench.tasks import available_tasks
     from attnbench.bench.workers import LocalExecutor
     from attnbench.core.registry import loaded_plugins
 
@@ -337,9 +344,7 @@ def accuracy_command(
         overrides = {k: v for k, v in overrides.items() if v is not None}
         tasks = task or available_tasks()
         if data_dir is not None:
-            if not data_dir.is_dir():
-                fail(f"--data-dir {data_dir} is not a directory", hint="point it at LRA's listops-1000 folder")
-            tasks = [task_spec_with(t, data_dir=str(data_dir)) if t.startswith("listops") else t for t in tasks]
+            tasks = tasks_with_data_dir(tasks, data_dir, named=task is not None)
         plans = [
             TaskPlan(task=t, variants=variant or ["softmax"], preset=preset or "quick", seeds=seed, overrides=overrides)
             for t in tasks

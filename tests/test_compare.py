@@ -149,3 +149,17 @@ def test_paths_that_are_not_runs_are_user_errors(reference: Path, tmp_path: Path
     (tmp_path / "plain").mkdir()
     with pytest.raises(UserError, match=r"manifest\.json not found"):
         compare_runs(tmp_path / "plain", reference)
+
+
+def test_runs_with_no_cell_in_common_are_a_user_error(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from attnbench.cli import app
+
+    timing = write_run(tmp_path / "timing", manifest=synthetic_manifest(), complexity=synthetic_complexity())
+    training = write_run(tmp_path / "training", manifest=synthetic_manifest(), accuracy=synthetic_accuracy())
+    with pytest.raises(UserError, match=r"have no cell in common: nothing to compare"):
+        compare_runs(timing, training)
+    result = CliRunner().invoke(app, ["compare", str(timing), str(training)])
+    assert result.exit_code == 2, result.output
+    assert "no cell in common" in result.output and "regression(s)" not in result.output

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from attnbench.bench.options import parse_bytes, parse_lengths
-from attnbench.bench.results import CsvAppender, RunDir, read_rows, write_json_atomic
+from attnbench.bench.results import CsvAppender, RunDir, conflicting_options, read_rows, write_json_atomic
 from attnbench.core.errors import UserError
 
 
@@ -77,3 +77,12 @@ def test_parse_bytes() -> None:
     for bad in ("lots", "150%", "5 parsecs"):
         with pytest.raises(UserError, match="--memory-budget"):
             parse_bytes(bad, available=1000)
+
+
+def test_conflicting_options_ignore_order_in_list_options() -> None:
+    stored = {"variants": ["a", "b"], "passes": ["fwd", "fwd+bwd"], "heads": 2, "memory_budget": None}
+    assert conflicting_options(stored, {"variants": ["b", "a"], "passes": ["fwd+bwd", "fwd"], "heads": None}) == []
+    assert conflicting_options(stored, {"memory_budget": "75%"}) == []  # an older run did not record it
+    assert conflicting_options(stored, {"variants": ["a"], "heads": 4}) == [
+        "variants=['a'] (the run has ['a', 'b'])", "heads=4 (the run has 2)"
+    ]  # fmt: skip

@@ -289,7 +289,7 @@ def test_task_specs_are_canonical_and_validated() -> None:
         create_task("mqr")
     with pytest.raises(SpecError, match="has no option 'keys'"):
         create_task("mqar:keys=3")
-    with pytest.raises(SpecError, match="seq_len must be at least 4"):
+    with pytest.raises(SpecError, match=r"seq_len must be at least 32 \(4 · pairs\)"):
         create_task("mqar:seq_len=16,pairs=8")
 
 

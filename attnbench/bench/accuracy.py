@@ -7,6 +7,13 @@ settings) give each task a size for a 2-core CPU (``quick``, one seed), ListOps 
 minutes (``quick-512``), twice the steps with three seeds (``standard``) and LRA's published ListOps
 configuration (``lra``).
 
+A task without a built-in preset (a plugin's) brings its own through its class attribute
+:attr:`Task.presets <attnbench.bench.tasks.Task.presets>`, e.g.
+``presets = {"quick": {"steps": 300, "seq_len": 64, "d_model": 32}}``: each preset's settings (any
+:class:`TrainingSettings` or :class:`ModelSize` field, plus ``seeds``) go on top of generic defaults for a
+small model on a CPU. Without settings of its own a task still gets ``quick`` (those defaults, the task's
+own default ``seq_len``) and ``standard`` (derived from its ``quick`` as the built-in ones are).
+
 The quick models are small enough that one torch thread is as fast as two on a quiet machine, and on a busy
 one two threads were up to ~25× slower per step (threads wait on each other): run cells with one thread.
 
@@ -22,9 +29,9 @@ import math
 import resource
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -37,6 +44,7 @@ from attnbench.bench.tasks import (
     canonical_task_spec,
     create_task,
     majority_accuracy,
+    task_class,
     task_spec_with,
 )
 from attnbench.bench.tasks.models import ModelSize, Scores, build_model, logits_of, loss_of, score
@@ -104,21 +112,23 @@ class AccuracyCell(TrainingSettings):
             )
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise UserError(f"accuracy cell: device must be cpu or cuda[:N], got {self.device!r}")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise UserError(f"accuracy cell: time_budget_s must be > 0 seconds, got {self.time_budget_s:g}")
+        try:  # the training settings fail here, in the parent, rather than as an error row per cell
+            self.train_config()
+        except ValueError as err:
+            raise UserError(f"accuracy cell: {err}") from None
+
+    @property
+    def task_spec(self) -> str:
+        """The canonical spec of the task this cell trains on, ``seq_len`` included when the cell sets it."""
+        return (
+            canonical_task_spec(self.task) if self.seq_len is None else task_spec_with(self.task, seq_len=self.seq_len)
+        )
 
     def with_overrides(self, **overrides: Any) -> AccuracyCell:
         """A copy with fields replaced; :class:`ModelSize` fields (d_model, num_layers, ...) are routed to ``model``."""
-        cell_fields = {f.name for f in fields(self)}
-        model_fields = {f.name for f in fields(ModelSize)}
-        unknown = sorted(set(overrides) - cell_fields - model_fields)
-        if unknown:
-            raise UserError(
-                f"unknown accuracy cell setting(s) {', '.join(unknown)}; "
-                f"settings: {', '.join(sorted(cell_fields | model_fields))}"
-            )
-        model_changes = {k: v for k, v in overrides.items() if k in model_fields and k not in cell_fields}
-        cell_changes = {k: v for k, v in overrides.items() if k in cell_fields}
-        model = replace(cell_changes.pop("model", self.model), **model_changes)
-        return replace(self, model=model, **cell_changes)
+        return _with_settings(self, overrides, what="accuracy cell setting")
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(
@@ -132,6 +142,24 @@ class AccuracyCell(TrainingSettings):
             time_budget_s=self.time_budget_s,
             seed=self.seed,
         )
+
+
+_Settings = TypeVar("_Settings", bound=TrainingSettings)
+
+
+def _with_settings(base: _Settings, settings: Mapping[str, Any], *, what: str) -> _Settings:
+    """``base`` with ``settings`` replaced; :class:`ModelSize` fields go to ``base.model``."""
+    own_fields = {f.name for f in fields(base)}
+    model_fields = {f.name for f in fields(ModelSize)}
+    unknown = sorted(set(settings) - own_fields - model_fields)
+    if unknown:
+        raise UserError(
+            f"unknown {what}(s) {', '.join(unknown)}; settings: {', '.join(sorted(own_fields | model_fields))}"
+        )
+    model_changes = {k: v for k, v in settings.items() if k in model_fields and k not in own_fields}
+    own_changes = {k: v for k, v in settings.items() if k in own_fields}
+    model = replace(own_changes.pop("model", base.model), **model_changes)
+    return replace(base, model=model, **own_changes)
 
 
 @dataclass
@@ -253,37 +281,71 @@ PRESETS["quick-512"] = {
         note="issue 6's quality bar at n ≈ 512 (trees of 129-511 tokens) within 3 minutes on 2 CPU cores",
     )
 }
-PRESETS["standard"] = {
-    name: replace(
-        preset,
+
+
+def _standard(quick: AccuracyPreset) -> AccuracyPreset:
+    return replace(
+        quick,
         name="standard",
         seeds=3,
-        steps=2 * preset.steps,
-        time_budget_s=None if preset.time_budget_s is None else 4 * preset.time_budget_s,
-        test_size=2 * preset.test_size,
+        steps=2 * quick.steps,
+        time_budget_s=None if quick.time_budget_s is None else 4 * quick.time_budget_s,
+        test_size=2 * quick.test_size,
     )
-    for name, preset in (PRESETS["quick"] | PRESETS["quick-512"]).items()
-}
+
+
+PRESETS["standard"] = {name: _standard(preset) for name, preset in (PRESETS["quick"] | PRESETS["quick-512"]).items()}
+
+# A task without built-in presets starts from these; seq_len None keeps the task's own default length.
+_TASK_DEFAULTS = AccuracyPreset(
+    name="quick",
+    task="",
+    steps=300,
+    batch_size=32,
+    model=_QUICK_MODEL,
+    lr=1e-3,
+    warmup_steps=30,
+    eval_interval=25,
+    val_size=256,
+    test_size=512,
+    time_budget_s=150.0,
+    note="generic defaults for a task that brings no presets of its own (Task.presets)",
+)
 
 
 def get_preset(task: str, preset: str = "quick") -> AccuracyPreset:
-    """The preset named ``preset`` for the task named (or spec'd) by ``task``."""
-    if preset not in PRESETS:
-        raise UserError(f"unknown accuracy preset {preset!r}; presets: {', '.join(sorted(PRESETS))}")
+    """The preset named ``preset`` for the task named (or spec'd) by ``task``.
+
+    Built-in presets (:data:`PRESETS`) come first, then the task class's own ``Task.presets[preset]`` over
+    generic defaults; a task with neither still gets ``quick`` (the defaults) and ``standard`` (from its quick).
+    """
     name = task.partition(":")[0]
-    by_task = PRESETS[preset]
-    if name not in by_task:
-        raise UserError(f"preset {preset!r} has no settings for task {name!r}; it covers {', '.join(sorted(by_task))}")
-    return by_task[name]
+    own = task_class(name).presets
+    if preset not in PRESETS and preset not in own:
+        names = ", ".join(sorted(set(PRESETS) | set(own)))
+        raise UserError(f"unknown accuracy preset {preset!r}; presets: {names}")
+    by_task = PRESETS.get(preset, {})
+    if name in by_task:
+        return by_task[name]
+    if preset in own:
+        base = replace(_TASK_DEFAULTS, name=preset, task=name, note=f"{name}'s own {preset!r} preset")
+        return _with_settings(base, own[preset], what=f"{name} preset {preset!r} setting")
+    if preset == "quick":
+        return replace(_TASK_DEFAULTS, task=name)
+    if preset == "standard":
+        return _standard(get_preset(name, "quick"))
+    covered = ", ".join(sorted(by_task))
+    raise UserError(
+        f"preset {preset!r} has no settings for task {name!r}; it covers {covered} "
+        f"(a task adds its own through Task.presets[{preset!r}])"
+    )
 
 
 # running a cell --------------------------------------------------------------------------------------------
 def run_accuracy_cell(cell: AccuracyCell, on_step: Callable[[StepInfo], None] | None = None) -> AccuracyCellResult:
     """Train and test one cell. Failures become a row's status (oom, error, skipped); bad specs raise UserError."""
     cell_start = time.perf_counter()
-    task_spec = (
-        canonical_task_spec(cell.task) if cell.seq_len is None else task_spec_with(cell.task, seq_len=cell.seq_len)
-    )
+    task_spec = cell.task_spec
     task = create_task(task_spec)
     variant = parse_attention_spec(cell.variant)
     variant_cls = attention_class(variant.name)

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from attnbench.bench.accuracy import AccuracyCell, get_preset, run_accuracy_cell
 from attnbench.bench.results import ACCURACY_COLUMNS, BY_DISTANCE_COLUMNS, CURVES_COLUMNS, RunDir
-from attnbench.bench.tasks import canonical_task_spec, task_spec_with
+from attnbench.bench.tasks import available_tasks, canonical_task_spec, create_task, task_class, task_spec_with
 from attnbench.bench.tasks.models import ModelSize
 from attnbench.bench.workers import Executor
 from attnbench.core.errors import UserError
-from attnbench.core.registry import attention_class, canonical_spec, parse_attention_spec, split_spec
+from attnbench.core.registry import attention_class, canonical_spec, options_of, parse_attention_spec, split_spec
 
 PROGRESS_EVERY_S = 0.5
 DEFAULT_THREADS = 1  # the quick presets' small models train several times faster on one thread than on two
@@ -43,22 +45,39 @@ class TaskPlan:
         if not self.variants:
             raise UserError(f"task {self.task!r}: no variants to train (pass --variant SPEC)")
         self.variants = [canonical_spec(v) for v in self.variants]
-        self.task = canonical_task_spec(self.task)  # an unknown task or option fails here, naming it
+        given = self.task
+        self.task = canonical_task_spec(given)  # an unknown task or option fails here, naming it
+        # A seq_len in the task spec becomes the cell's (else the preset's would win); read from the spec as
+        # given, since the canonical one drops a length equal to the task's default.
+        seq_len = split_spec(given)[1].get("seq_len")
+        if seq_len is not None:
+            if self.overrides.get("seq_len", seq_len) != seq_len:
+                raise UserError(
+                    f"task {self.task!r} sets seq_len={seq_len} but the overrides set "
+                    f"seq_len={self.overrides['seq_len']}; give one"
+                )
+            self.overrides = {**self.overrides, "seq_len": seq_len}
+            self.task = task_spec_with(self.task, seq_len=None)
         preset = get_preset(self.task, self.preset)
         if self.seeds is None:
             self.seeds = list(range(preset.seeds))
         if not self.seeds:
             raise UserError(f"task {self.task!r}: no seeds")
+        self.check()
 
-    def cells(self, device: str) -> list[AccuracyCell]:
+    def check(self) -> None:
+        """Fail before any cell runs on what would fail them all: bad settings, a bad length, missing data files."""
+        cell = self.cell(self.variants[0], seed=0, device="cpu")
+        create_task(cell.task_spec).check_data()
+
+    def cell(self, variant: str, *, seed: int, device: str) -> AccuracyCell:
         preset = get_preset(self.task, self.preset)
         _, options = split_spec(self.task)  # the user's task options go on top of the preset's own
         task = task_spec_with(preset.task, **options)
-        return [
-            preset.cell(variant, seed=seed, device=device, **self.overrides).with_overrides(task=task)
-            for seed in self.seeds or []
-            for variant in self.variants
-        ]
+        return preset.cell(variant, seed=seed, device=device, **self.overrides).with_overrides(task=task)
+
+    def cells(self, device: str) -> list[AccuracyCell]:
+        return [self.cell(variant, seed=seed, device=device) for seed in self.seeds or [] for variant in self.variants]
 
 
 @dataclass
@@ -82,13 +101,18 @@ class AccuracyConfig:
         return [cell for plan in self.tasks for cell in plan.cells(self.device)]
 
 
-def cell_key(cell: AccuracyCell) -> tuple[str, str, int]:
-    """The identity of a cell's row in accuracy.csv: (task spec without seq_len, canonical variant, seed)."""
-    return task_spec_with(cell.task, seq_len=None), canonical_spec(cell.variant), cell.seed
+CellKey = tuple[str, int, str, int]
 
 
-def row_key(row: pd.Series) -> tuple[str, str, int]:
-    return str(row["task"]), str(row["spec"]), int(row["seed"])
+def cell_key(cell: AccuracyCell) -> CellKey:
+    """A cell's row in accuracy.csv: (task spec without seq_len, seq_len, canonical variant, seed)."""
+    spec = cell.task_spec
+    return task_spec_with(spec, seq_len=None), create_task(spec).seq_len, canonical_spec(cell.variant), cell.seed
+
+
+def row_key(row: pd.Series) -> CellKey:
+    seq_len = -1 if pd.isna(row["seq_len"]) else int(row["seq_len"])
+    return str(row["task"]), seq_len, str(row["spec"]), int(row["seed"])
 
 
 # inside the worker -----------------------------------------------------------------------------------------
@@ -123,17 +147,43 @@ def run_cell_in_worker(payload: dict[str, Any], report: Callable[[dict[str, Any]
 
 # the sweep -------------------------------------------------------------------------------------------------
 def _failed_row(cell: AccuracyCell, status: str, message: str) -> dict[str, Any]:
-    task, spec, seed = cell_key(cell)
+    task, seq_len, spec, seed = cell_key(cell)
     name = parse_attention_spec(spec).name
     return dict.fromkeys(ACCURACY_COLUMNS) | {
         "task": task, "spec": spec, "variant": name, "family": attention_class(name).family, "seed": seed,
-        "seq_len": cell.seq_len, "status": status, "message": message,
+        "seq_len": seq_len, "model": cell.model.describe(), "status": status, "message": message,
     }  # fmt: skip
 
 
 def pending(config: AccuracyConfig, run_dir: RunDir) -> list[AccuracyCell]:
-    done = {row_key(r) for _, r in run_dir.rows("accuracy.csv", ACCURACY_COLUMNS).iterrows()}
-    return [c for c in config.cells() if cell_key(c) not in done]
+    """The cells without a row yet, in config order."""
+    # Counted, not a set: two plans can share a key (one task under two presets), and cells run in config
+    # order, so the rows written for a key belong to its first cells.
+    done = Counter(row_key(r) for _, r in run_dir.rows("accuracy.csv", ACCURACY_COLUMNS).iterrows())
+    todo = []
+    for cell in config.cells():
+        key = cell_key(cell)
+        if done[key] > 0:
+            done[key] -= 1
+        else:
+            todo.append(cell)
+    return todo
+
+
+def tasks_with_data_dir(tasks: list[str], data_dir: Path, *, named: bool) -> list[str]:
+    """``data_dir`` set on the tasks that read files; a ``named`` (not defaulted) task that doesn't is refused."""
+    if not data_dir.is_dir():
+        raise UserError(f"--data-dir {data_dir} is not a directory (point it at LRA's listops-1000 folder)")
+    readers = [name for name in available_tasks() if "data_dir" in options_of(task_class(name))]
+    names = [canonical_task_spec(t).partition(":")[0] for t in tasks]
+    others = sorted({name for name in names if name not in readers})
+    if named and others:
+        raise UserError(
+            f"--data-dir is read only by {', '.join(readers)}, not by {', '.join(others)}: "
+            "drop --data-dir, or run those tasks without it"
+        )
+    where = str(data_dir.resolve())  # absolute: a --resume from another directory still finds the files
+    return [task_spec_with(t, data_dir=where) if n in readers else t for t, n in zip(tasks, names, strict=True)]
 
 
 def run_accuracy_sweep(
@@ -146,12 +196,15 @@ def run_accuracy_sweep(
     on_done: Callable[[AccuracyCell, dict[str, Any]], None] | None = None,
     max_cells: int | None = None,
 ) -> int:
+    for side in ("curves.csv", "accuracy_by_distance.csv"):  # left by a cell killed before its main row
+        run_dir.drop_orphan_rows(side, main="accuracy.csv", key=("task", "spec", "seed"))
     rows = run_dir.appender("accuracy.csv", ACCURACY_COLUMNS)
     curves = run_dir.appender("curves.csv", CURVES_COLUMNS)
     by_distance = run_dir.appender("accuracy_by_distance.csv", BY_DISTANCE_COLUMNS)
     ran = 0
     for cell in pending(config, run_dir):
         if max_cells is not None and ran >= max_cells:
+            run_dir.stopped_early = True  # cells are left: the session is marked interrupted, not complete
             break
         if on_start:
             on_start(cell)

@@ -18,6 +18,7 @@ from attnbench.bench.analysis import accuracy_spread
 from attnbench.bench.console import human_bytes, human_seconds
 from attnbench.bench.environment import same_machine
 from attnbench.bench.report import RunData, load_run
+from attnbench.core.errors import UserError
 
 COMPLEXITY_KEY = ("spec", "scope", "pass", "batch", "heads", "head_dim", "seq_len", "causal", "dtype", "device")
 ACCURACY_KEY = ("task", "seq_len", "spec")
@@ -205,6 +206,14 @@ def compare_runs(run_a: Path, run_b: Path, *, fail_on: float = 0.10, acc_drop: f
 def compare_data(a: RunData, b: RunData, *, fail_on: float = 0.10, acc_drop: float = 2.0) -> Comparison:
     complexity, lonely_c = line_up_complexity(a.complexity, b.complexity, fail_on=fail_on)
     accuracy, lonely_a = line_up_accuracy(a.accuracy, b.accuracy, acc_drop=acc_drop)
+    if complexity.empty and accuracy.empty:
+        # "0 regressions" would pass a CI job that was handed the wrong baseline
+        lonely = pd.concat([lonely_c, lonely_a], ignore_index=True)
+        held = {side: (lonely["side"] == f"only in {side}").sum() for side in ("A", "B")}
+        raise UserError(
+            f"runs {a.path} (A, {held['A']} cells) and {b.path} (B, {held['B']} cells) have no cell in common: "
+            "nothing to compare (different suites, variants or shapes? compare runs of the same suite)"
+        )
     regressions = [_complexity_regression(r) for _, r in complexity[complexity["regression"]].iterrows()]
     regressions += [
         Regression("accuracy", r["cell"], _pct(r["test_mean_a"]), _pct(r["test_mean_b"]), r["verdict"])

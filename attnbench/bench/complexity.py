@@ -43,7 +43,8 @@ class ComplexityConfig:
     threads: int = 1
     compile: bool = False
     layer: bool = False
-    memory_budget_bytes: int = 0
+    memory_budget: str | None = None  # --memory-budget as given ("75%"): compared on --resume
+    memory_budget_bytes: int = 0  # what it came to when the run started; the run keeps using it
     time_budget_s: float = DEFAULT_TIME_BUDGET_S
     min_run_time: float = 0.05
     max_run_time: float = 0.3
@@ -67,7 +68,7 @@ class ComplexityConfig:
             raise UserError(f"--device must be cpu or cuda, got {self.device!r}")
         if self.time_budget_s <= 0:
             raise UserError(f"--time-budget must be positive seconds, got {self.time_budget_s}")
-        self.variants = [canonical_spec(v) for v in self.variants]
+        self.variants = list(dict.fromkeys(canonical_spec(v) for v in self.variants))  # a repeat is one variant
         if self.causal:
             unable = [v for v in self.variants if not attention_class(parse_attention_spec(v).name).supports_causal]
             if unable:
@@ -267,6 +268,7 @@ def run_sweep(
     for _, r in done_rows.sort_values("seq_len").iterrows():
         if r["status"] in FAILED:
             failed_at.setdefault((r["spec"], r["scope"], r["pass"]), (int(r["seq_len"]), str(r["status"])))
+    run_dir.drop_orphan_rows("complexity_raw.csv", main="complexity.csv", key=("spec", "scope", "pass", "seq_len"))
     out = run_dir.appender("complexity.csv", COMPLEXITY_COLUMNS)
     raw = run_dir.appender("complexity_raw.csv", COMPLEXITY_RAW_COLUMNS)
     ran = 0
@@ -275,6 +277,7 @@ def run_sweep(
         if key in done:
             continue
         if max_cells is not None and ran >= max_cells:
+            run_dir.stopped_early = True
             break
         if on_cell:
             on_cell(cell, None)
@@ -287,8 +290,8 @@ def run_sweep(
             machine_peak_gflops=machine_peak_gflops,
             skip_reason=skip,
         )
-        out.append(report.row)
         raw.extend(raw_rows(report))
+        out.append(report.row)  # last: a row present means its raw times are complete
         if report.row["status"] in FAILED:
             failed_at.setdefault(key[:3], (cell.seq_len, report.row["status"]))
         ran += 1
@@ -368,8 +371,8 @@ def complexity_job(
             )
             progress.update(task, advance=1, current=f"{label}: {result}")
 
-        ran = run_sweep(config, run_dir, executor, machine_peak_gflops=peak, on_cell=on_cell, max_cells=max_cells)
-    if max_cells is None or ran < max_cells:  # the sweep finished: measure how far each approximation is
+        run_sweep(config, run_dir, executor, machine_peak_gflops=peak, on_cell=on_cell, max_cells=max_cells)
+    if not run_dir.stopped_early:  # the sweep finished: measure how far each approximation is
         approximations = approximation_cells(config)
         if approximations:
             with cell_progress(len(approximations), "error vs softmax") as progress:

@@ -13,7 +13,7 @@ import json
 import os
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -137,9 +137,29 @@ def _cell(value: Any) -> Any:
     return value
 
 
+def _cannot_create(path: Path, err: OSError) -> UserError:
+    return UserError(f"cannot create run directory {path}: {err.strerror or err}; pass --out a writable directory path")
+
+
+def _make_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a parent is a file, a read-only or virtual file system (/proc), no permission
+        raise _cannot_create(path, err) from None
+
+
+def _has_entries(path: Path) -> bool:
+    try:
+        return any(path.iterdir())
+    except OSError as err:
+        raise UserError(f"--out {path} cannot be read ({err.strerror or err}); pass a new directory") from None
+
+
 @dataclass
 class RunDir:
     path: Path
+    # set by a sweep that stopped before its last cell (the hidden --max-cells): the session is not complete
+    stopped_early: bool = field(default=False, compare=False)
 
     @classmethod
     def create(
@@ -147,16 +167,20 @@ class RunDir:
     ) -> RunDir:
         """A new, empty run directory; an existing one is never reused (use --resume to continue it)."""
         if out is not None:
-            if out.exists() and any(out.iterdir()):
+            if out.exists() and not out.is_dir():
+                raise UserError(f"--out {out} is a file, not a directory: pass a path for a new run directory")
+            if out.is_dir() and _has_entries(out):
                 raise UserError(
                     f"--out {out} already exists and is not empty; results are never overwritten "
                     f"(choose a new directory, or continue that run with --resume {out})"
                 )
-            out.mkdir(parents=True, exist_ok=True)
+            _make_dir(out)
+            if not os.access(out, os.W_OK):
+                raise UserError(f"cannot write to run directory {out}: permission denied; pass --out a writable path")
             return cls(out)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         name = f"{stamp}-{command}" + (f"-{suite}" if suite else "")
-        root.mkdir(parents=True, exist_ok=True)
+        _make_dir(root)
         path, n = root / name, 2
         while True:
             try:
@@ -164,6 +188,8 @@ class RunDir:
                 return cls(path)
             except FileExistsError:
                 path, n = root / f"{name}-{n}", n + 1
+            except OSError as err:
+                raise _cannot_create(path, err) from None
 
     @classmethod
     def existing(cls, path: Path) -> RunDir:
@@ -216,13 +242,51 @@ class RunDir:
     def rows(self, name: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
         return read_rows(self.path / name, columns)
 
+    def drop_orphan_rows(self, side: str, *, main: str, key: Sequence[str]) -> int:
+        """Remove rows of ``side`` whose ``key`` has no row in ``main``; returns how many were dropped.
+
+        A cell writes its side rows (raw times, curves) before its main row, so a cell killed in between
+        leaves side rows without a main row; on resume that cell runs again and would write them twice.
+        Those rows belong to an unfinished cell, so dropping them is not overwriting a result: every side
+        row of a finished cell is kept. The file is replaced atomically (temporary file, fsync, rename).
+        """
+        side_path = self.path / side
+        if not side_path.exists():
+            return 0
+        main_path = self.path / main
+        main_text = _complete_text(main_path) if main_path.exists() else ""
+        done = {tuple(r[k] for k in key) for r in csv.DictReader(io.StringIO(main_text))}
+        reader = csv.DictReader(io.StringIO(_complete_text(side_path)))
+        if not set(key) <= set(reader.fieldnames or []):
+            return 0  # not this schema: the appender refuses the file with a clear message
+        rows = list(reader)
+        kept = [r for r in rows if tuple(r[k] for k in key) in done]
+        if len(kept) == len(rows):
+            return 0  # a torn last line, if any, is dropped by the next appender
+        tmp = side_path.with_name(f".{side_path.name}.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=reader.fieldnames or [], lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(kept)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, side_path)
+        return len(rows) - len(kept)
+
 
 def conflicting_options(stored: dict[str, Any], given: dict[str, Any]) -> list[str]:
     """The options a user passed on --resume that differ from what the run was started with."""
     conflicts = []
     for name, value in given.items():
-        if value is None or name not in stored:
+        if value is None or stored.get(name) is None:
             continue
-        if value != stored[name]:
+        if not _same_option(value, stored[name]):
             conflicts.append(f"{name}={value!r} (the run has {stored[name]!r})")
     return conflicts
+
+
+def _same_option(given: Any, stored: Any) -> bool:
+    # list options are sets of choices (variants, lengths, passes, plugins): order and repeats do not matter
+    if isinstance(given, (list, tuple)) and isinstance(stored, (list, tuple)):
+        return {json.dumps(v, sort_keys=True) for v in given} == {json.dumps(v, sort_keys=True) for v in stored}
+    return bool(given == stored)

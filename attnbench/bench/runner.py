@@ -20,7 +20,7 @@ def complexity_config(suite: Suite, *, device: str, threads: int, plugins: list[
     if section is None:
         return None
     values: dict[str, Any] = asdict(section)
-    budget = parse_bytes(values.pop("memory_budget"), available=device_memory_bytes(device))
+    budget = parse_bytes(values["memory_budget"], available=device_memory_bytes(device))
     return ComplexityConfig(**values, device=device, threads=threads, plugins=plugins, memory_budget_bytes=budget)
 
 

@@ -50,6 +50,12 @@ def new_run(
     return run_dir
 
 
+def load_run_plugins(path: Path) -> None:
+    """Import the plugins a run was started with, so its plugin variants resolve (e.g. in --variant)."""
+    for plugin in RunDir.existing(path).read_manifest().get("plugins", {}).get("files_and_modules", []):
+        load_plugin(plugin)
+
+
 def open_for_resume(path: Path, section: str, given: dict[str, Any]) -> tuple[RunDir, dict[str, Any]]:
     """The run directory and its stored ``section`` config; refuses options that conflict with it."""
     run_dir = RunDir.existing(path)
@@ -75,7 +81,7 @@ def open_for_resume(path: Path, section: str, given: dict[str, Any]) -> tuple[Ru
 
 @contextmanager
 def session(run_dir: RunDir, executor: Executor | None = None) -> Iterator[None]:
-    """Record this invocation in the manifest; on Ctrl-C stop the worker and mark the session interrupted."""
+    """Record this invocation in the manifest; on Ctrl-C (or a sweep stopped early) mark it interrupted."""
     index = run_dir.begin_session(["attnbench", *sys.argv[1:]])
     try:
         yield
@@ -90,4 +96,5 @@ def session(run_dir: RunDir, executor: Executor | None = None) -> Iterator[None]
     except BaseException:
         run_dir.end_session(index, "failed")
         raise
-    run_dir.end_session(index, "complete")
+    # a sweep cut short on purpose (--max-cells) leaves cells to do, like Ctrl-C: --resume finishes it
+    run_dir.end_session(index, "interrupted" if run_dir.stopped_early else "complete")

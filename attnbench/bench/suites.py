@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import tomllib
 import typing
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from attnbench.bench.options import parse_lengths
+from attnbench.bench.options import parse_bytes, parse_lengths
 from attnbench.core.errors import UserError
-from attnbench.core.registry import canonical_spec, coerce, type_name
+from attnbench.core.registry import attention_class, canonical_spec, coerce, parse_attention_spec, type_name
 
 SUITES_PACKAGE = "attnbench.suites"
 
@@ -68,8 +68,6 @@ class Suite:
     source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         return asdict(self)
 
 
@@ -82,6 +80,8 @@ def load_suite(name_or_path: str) -> Suite:
     """A shipped suite by name (``quick``) or a user's TOML file, validated."""
     path = Path(name_or_path)
     if name_or_path.endswith(".toml") or path.exists():
+        if path.is_dir():
+            raise UserError(f"suite path {name_or_path!r} is a directory: pass a suite .toml file or a shipped name")
         if not path.is_file():
             raise UserError(
                 f"suite file {name_or_path!r} does not exist (shipped suites: {', '.join(shipped_suites())})"
@@ -115,9 +115,7 @@ def parse_suite(data: dict[str, Any], *, source: str, default_name: str) -> Suit
             complexity.seq_lens = parse_lengths([lengths] if isinstance(lengths, str) else [str(n) for n in lengths])
         except UserError as err:
             raise UserError(f"{where}: [complexity].seq_lens: {err}") from None
-        for p in complexity.passes:
-            if p not in ("fwd", "fwd+bwd"):
-                raise UserError(f"{where}: [complexity].passes: {p!r} is not fwd or fwd+bwd")
+        _check_complexity(complexity, where)
     if "accuracy" in data:
         raw = data["accuracy"]
         if not isinstance(raw, dict) or not isinstance(raw.get("tasks"), list) or not raw["tasks"]:
@@ -137,6 +135,8 @@ def parse_suite(data: dict[str, Any], *, source: str, default_name: str) -> Suit
     if complexity is None and accuracy is None:
         raise UserError(f"{where}: has neither [complexity] nor [[accuracy.tasks]]: nothing to run")
     report = _section(data.get("report", {}), ReportSection, where, "[report]")
+    if not report.acc_tolerance >= 0:  # `not >=` also refuses nan
+        raise UserError(f"{where}: [report].acc_tolerance: must be >= 0 accuracy points, got {report.acc_tolerance}")
     name = data.get("name", default_name)
     if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
         raise UserError(f"{where}: name {name!r} must be letters, digits, '-' or '_' (it names the run directory)")
@@ -190,15 +190,64 @@ def _specs(specs: list[str], where: str, key: str) -> list[str]:
     return out
 
 
-def _check_task(task: TaskEntry, where: str, label: str) -> None:
-    from attnbench.bench.accuracy import get_preset
-    from attnbench.bench.tasks import canonical_task_spec
+def _check_complexity(section: ComplexitySection, where: str) -> None:
+    """Every value, checked here so that errors name the TOML key (ComplexityConfig's name command-line flags);
+    then the config is built once, as the run will build it, so nothing it refuses gets past loading."""
+    from attnbench.bench.complexity import PASSES, ComplexityConfig
+    from attnbench.bench.measure import DTYPES
 
+    def bad(key: str, problem: str) -> UserError:
+        return UserError(f"{where}: [complexity].{key}: {problem}")
+
+    if not section.passes:
+        raise bad("passes", f"is empty; name at least one of {', '.join(PASSES)}")
+    for p in section.passes:
+        if p not in PASSES:
+            raise bad("passes", f"{p!r} is not one of {', '.join(PASSES)}")
+    for key in ("batch", "heads", "head_dim"):
+        if getattr(section, key) < 1:
+            raise bad(key, f"must be >= 1, got {getattr(section, key)}")
+    if section.dtype not in DTYPES:
+        raise bad("dtype", f"{section.dtype!r} is not one of {', '.join(DTYPES)}")
+    for key in ("time_budget_s", "min_run_time", "max_run_time"):
+        if not getattr(section, key) > 0:  # `not >` also refuses nan
+            raise bad(key, f"must be positive seconds, got {getattr(section, key)}")
+    if section.max_run_time < section.min_run_time:
+        raise bad("max_run_time", f"{section.max_run_time} is below min_run_time ({section.min_run_time})")
+    # the size of a percentage depends on the device, known only at run time: check the syntax here
+    parse_bytes(section.memory_budget, available=2**40, option=f"{where}: [complexity].memory_budget:")
+    if section.causal:
+        unable = [v for v in section.variants if not attention_class(parse_attention_spec(v).name).supports_causal]
+        if unable:
+            raise bad("causal", f"{', '.join(unable)} cannot run causal attention (drop them or set causal = false)")
+    values = asdict(section)
+    del values["memory_budget"]
+    try:
+        ComplexityConfig(**values)
+    except UserError as err:
+        raise UserError(f"{where}: [complexity]: {err}") from None
+
+
+def _check_task(task: TaskEntry, where: str, label: str) -> None:
+    from attnbench.bench.accuracy import AccuracyCell, get_preset
+    from attnbench.bench.tasks import canonical_task_spec
+    from attnbench.bench.tasks.models import ModelSize
+
+    if isinstance(task.seeds, int) and task.seeds < 1:
+        raise UserError(f"{where}: {label}.seeds: must be >= 1 (a count) or a list of seeds, got {task.seeds}")
+    if isinstance(task.seeds, list) and not task.seeds:
+        raise UserError(f"{where}: {label}.seeds: is empty; give a count or a list of seeds")
+    # an override reaches the cell unchecked (dataclasses.replace): coerce it to the setting's type here
+    hints = {**typing.get_type_hints(ModelSize), **typing.get_type_hints(AccuracyCell)}
+    for key, value in task.overrides.items():
+        if key in hints:
+            try:
+                task.overrides[key] = coerce(value, hints[key])
+            except (TypeError, ValueError) as err:
+                raise UserError(f"{where}: {label}.overrides.{key}: {err}") from None
     try:
         task.task = canonical_task_spec(task.task)
         preset = get_preset(task.task.partition(":")[0], task.preset)
         preset.cell("softmax", seed=0).with_overrides(**task.overrides)
     except UserError as err:
         raise UserError(f"{where}: {label} ({task.task}): {err}") from None
-    if isinstance(task.seeds, int) and task.seeds < 1:
-        raise UserError(f"{where}: {label}.seeds must be >= 1 (a count) or a list of seeds")

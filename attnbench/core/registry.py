@@ -388,7 +388,7 @@ def format_value(value: Any) -> str:
 
 
 # plugin files and modules ----------------------------------------------------------------------------------
-_loaded_plugins: dict[str, str] = {}  # what the user asked for → module name actually imported
+_loaded_plugins: dict[str, str] = {}  # module name, or a file's absolute path → module name actually imported
 
 
 def load_plugin(target: str) -> str:
@@ -396,14 +396,16 @@ def load_plugin(target: str) -> str:
 
     Idempotent: loading the same target twice imports it once. Returns the module name.
     """
-    if target in _loaded_plugins:
-        return _loaded_plugins[target]
     path = Path(target)
     looks_like_file = target.endswith(".py") or os.sep in target or path.exists()
+    # a file is recorded by its absolute path, so a run resumed from another directory still finds it
+    key = str(path.resolve()) if looks_like_file else target
+    if key in _loaded_plugins:
+        return _loaded_plugins[key]
     if looks_like_file:
         if not path.is_file():
             raise PluginError(f"plugin file {target!r} does not exist (pass a .py file or an importable module)")
-        resolved = str(path.resolve())
+        resolved = key
         digest = hashlib.sha1(resolved.encode()).hexdigest()[:10]
         module_name = f"attnbench_plugin_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_{digest}"
         if module_name not in sys.modules:
@@ -427,12 +429,12 @@ def load_plugin(target: str) -> str:
             ) from err
         except Exception as err:
             raise PluginError(f"plugin module {target!r} failed to import: {type(err).__name__}: {err}") from err
-    _loaded_plugins[target] = module_name
+    _loaded_plugins[key] = module_name
     return module_name
 
 
 def loaded_plugins() -> list[str]:
-    """The ``--plugin`` targets loaded in this process, in load order (passed on to worker processes)."""
+    """The ``--plugin`` targets loaded here (files as absolute paths), in load order (passed on to workers)."""
     return list(_loaded_plugins)
 
 

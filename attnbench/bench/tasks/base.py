@@ -8,9 +8,9 @@ scored the same way: argmax accuracy over the positions whose target is not :dat
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields, replace
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -121,6 +121,12 @@ class Task:
     Subclasses set ``model_kind``, take their difficulty options as keyword-only constructor arguments
     with defaults and type hints (the registry reads them; ``seq_len`` is the option a sweep's
     ``--seq-len`` sets), and implement :meth:`generate`.
+
+    ``presets`` gives a task the accuracy benchmark has no built-in preset for (a plugin's) its own training
+    settings per preset name, e.g. ``{"quick": {"steps": 300, "seq_len": 64, "d_model": 32}}``: any
+    training setting or model-size field of :mod:`attnbench.bench.accuracy`, plus ``seeds`` and ``task`` (a
+    spec with default options). Unset settings, and a task with no presets at all, get generic ``quick``
+    defaults (see :func:`attnbench.bench.accuracy.get_preset`).
     """
 
     model_kind: ClassVar[ModelKind]
@@ -128,6 +134,7 @@ class Task:
     pad_id: ClassVar[int] = 0
     bos_id: ClassVar[int | None] = None  # seq2seq tasks: start-of-output token
     eos_id: ClassVar[int | None] = None  # seq2seq tasks: end-of-output token
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}  # preset name -> accuracy settings
 
     spec: str | None = None  # canonical spec, set by create_task
 
@@ -163,6 +170,9 @@ class Task:
     def can_stream(self) -> bool:
         """Whether the task generates examples (False when it reads a fixed dataset)."""
         return True
+
+    def check_data(self) -> None:
+        """Raise :class:`UserError` if data the task reads is missing (a sweep calls it before any cell runs)."""
 
     def generate(self, size: int, rng: np.random.Generator) -> TaskData:
         raise NotImplementedError(f"{type(self).__name__} must implement generate()")

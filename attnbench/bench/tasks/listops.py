@@ -23,7 +23,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from attnbench.bench.tasks.base import ModelKind, Split, Task, TaskData, split_rng
+from attnbench.bench.tasks.base import SPLITS, ModelKind, Split, Task, TaskData, split_rng
 from attnbench.bench.tasks.registry import register_task
 from attnbench.core.errors import UserError
 
@@ -220,14 +220,18 @@ def write_tsv(path: str | Path, rows: Iterable[tuple[str, int]]) -> None:
         writer.writerows(rows)
 
 
-def read_tsv(path: str | Path) -> list[tuple[str, int]]:
-    """Read (Source, Target) rows of an LRA ListOps TSV file."""
-    path = Path(path)
+def _check_file(path: Path) -> None:
     if not path.is_file():
         raise UserError(
             f"ListOps file {str(path)!r} does not exist; point data_dir at the LRA release's listops-1000/ "
-            f"folder (it holds {', '.join(LRA_FILE.format(split=s) for s in ('train', 'val', 'test'))})"
+            f"folder (it holds {', '.join(LRA_FILE.format(split=s) for s in SPLITS)})"
         )
+
+
+def read_tsv(path: str | Path) -> list[tuple[str, int]]:
+    """Read (Source, Target) rows of an LRA ListOps TSV file."""
+    path = Path(path)
+    _check_file(path)
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f, delimiter="\t")
         header = next(reader, None)
@@ -303,6 +307,11 @@ class ListOps(Task):
     @property
     def can_stream(self) -> bool:
         return self.data_dir is None
+
+    def check_data(self) -> None:
+        if self.data_dir is not None:
+            for split in SPLITS:
+                _check_file(Path(self.data_dir) / LRA_FILE.format(split=split))
 
     def make_split(self, split: Split, size: int, seed: int) -> TaskData:
         if self.data_dir is None:

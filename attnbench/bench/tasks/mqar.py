@@ -43,7 +43,7 @@ class MultiQueryAssociativeRecall(Task):
         if self.query_slots < pairs:
             raise UserError(
                 f"mqar: seq_len={seq_len} leaves {self.query_slots} query slots after {pairs} pairs; "
-                f"seq_len must be at least 4 · pairs = {4 * pairs}"
+                f"seq_len must be at least {4 * pairs} (4 · pairs)"
             )
         if power_a <= 0:
             raise UserError(f"mqar: power_a must be > 0, got {power_a}")
