@@ -159,8 +159,11 @@ def test_sigint_stops_the_run_and_resume_completes_it(tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = ["bench", "complexity", "--variant", "softmax", "--variant", "softmax-naive", "--seq-len", "32..512",
             "--heads", "2", "--head-dim", "8", "--threads", "1", "--min-run-time", "0.3"]  # fmt: skip
+    # a job started in the background by a non-interactive shell (CI, nohup … &) inherits SIGINT ignored, and
+    # Python keeps an ignored SIGINT ignored: give the run Ctrl-C back, as a terminal user has it
     proc = subprocess.Popen([sys.executable, "-m", "attnbench", *args, "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     csv_path = out / "complexity.csv"
     deadline = time.time() + 120
     while time.time() < deadline and (not csv_path.exists() or len(csv_path.read_text().splitlines()) < 3):
