@@ -96,13 +96,7 @@ def line_up_complexity(
     )
     shape_varies = bool(len(merged)) and any(merged[k].nunique(dropna=False) > 1 for k in SHAPE)
     merged["cell"] = [_cell_name(r, shape_varies) for _, r in merged.iterrows()] if len(merged) else []
-    one_sided = merged[merged["_merge"] != "both"]
-    lonely = pd.DataFrame({
-        "kind": "complexity",
-        "cell": one_sided["cell"],
-        "side": one_sided["_merge"].map({"left_only": "only in A", "right_only": "only in B"}),
-    })  # fmt: skip
-    both = merged[merged["_merge"] == "both"].drop(columns="_merge").reset_index(drop=True)
+    lonely, both = _split_sides(merged, "complexity")
     both["time_ratio"] = both["time_median_s_b"] / both["time_median_s_a"]
     both["mem_ratio"] = both["peak_mem_bytes_b"] / both["peak_mem_bytes_a"].where(both["peak_mem_bytes_a"] > 0)
     verdicts, flags = [], []
@@ -145,13 +139,7 @@ def line_up_accuracy(a: pd.DataFrame, b: pd.DataFrame, *, acc_drop: float) -> tu
         f"{r['task']} n={int(r['seq_len']) if pd.notna(r['seq_len']) else '?'} {r['spec']}"
         for _, r in merged.iterrows()
     ]
-    one_sided = merged[merged["_merge"] != "both"]
-    lonely = pd.DataFrame({
-        "kind": "accuracy",
-        "cell": one_sided["cell"],
-        "side": one_sided["_merge"].map({"left_only": "only in A", "right_only": "only in B"}),
-    })  # fmt: skip
-    both = merged[merged["_merge"] == "both"].drop(columns="_merge").reset_index(drop=True)
+    lonely, both = _split_sides(merged, "accuracy")
     both["delta_points"] = 100 * (both["test_mean_b"] - both["test_mean_a"])
     verdicts, flags = [], []
     for _, r in both.iterrows():
@@ -326,3 +314,15 @@ def comparison_tables(cmp: Comparison) -> list[Table]:
             table.add_row(r["kind"], r["cell"], r["side"], style="yellow")
         tables.append(table)
     return tables
+
+
+def _split_sides(merged: pd.DataFrame, kind: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """An outer merge (``indicator=True``, a ``cell`` label column) → (cells on one side only, cells on both)."""
+    one_sided = merged[merged["_merge"] != "both"]
+    lonely = pd.DataFrame({
+        "kind": kind,
+        "cell": one_sided["cell"],
+        "side": one_sided["_merge"].map({"left_only": "only in A", "right_only": "only in B"}),
+    })  # fmt: skip
+    both = merged[merged["_merge"] == "both"].drop(columns="_merge").reset_index(drop=True)
+    return lonely, both
