@@ -16,6 +16,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from attnbench import SpecError
 from attnbench.integrations.huggingface import (
     SUBMODULE,
+    build_hf_attention,
     padding_only_mask,
     register_hf_attention,
 )
@@ -222,17 +223,40 @@ def test_window_refuses_cached_generation_by_name(weights: dict[str, torch.Tenso
 def test_learned_parameters_belong_to_the_model(weights: dict[str, torch.Tensor]) -> None:
     """taylor learns a projection: held as a submodule, so state_dict, .to() and backward all see it."""
     model = tiny_llama(register_hf_attention("taylor:feature_dim=4"), weights).train()
+    assert build_hf_attention(model) == TINY["num_hidden_layers"]
+    keys = [k for k in model.state_dict() if k.endswith(f"{SUBMODULE}.attention.feature_map.projection")]
+    assert len(keys) == TINY["num_hidden_layers"]  # before any forward: an optimizer built now sees them
+    projection = model.get_parameter(keys[0])
+    assert any(p is projection for p in model.parameters())
     ids = token_ids()
     model(ids, labels=ids).loss.backward()
-    keys = [k for k in model.state_dict() if k.endswith(f"{SUBMODULE}.attention.feature_map.projection")]
-    assert len(keys) == TINY["num_hidden_layers"]
-    projection = model.get_parameter(keys[0])
+    assert model.get_parameter(keys[0]) is projection  # the first call reused the built variant
     assert projection.grad is not None and projection.grad.abs().sum() > 0
     assert model.model.layers[0].self_attn.get_submodule(SUBMODULE).training
     model.to(torch.float64)
     assert projection.dtype == torch.float64
-    model(ids).logits.sum()  # the held variant is reused in the model's new dtype, not rebuilt
-    assert model.get_parameter(keys[0]) is projection
+    model(ids)
+    assert model.get_parameter(keys[0]) is projection  # reused in the model's new dtype, not rebuilt
+
+
+def test_learned_parameters_round_trip_through_state_dict(weights: dict[str, torch.Tensor]) -> None:
+    name = register_hf_attention("taylor:feature_dim=4")
+    trained = tiny_llama(name, weights)
+    build_hf_attention(trained)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    fresh = tiny_llama(name, weights)
+    build_hf_attention(fresh)
+    fresh.load_state_dict(trained.state_dict())  # strict: the variant's keys exist on both sides
+    ids = token_ids()
+    torch.testing.assert_close(logits(fresh, ids), logits(trained, ids))
+
+
+def test_a_lazily_built_learned_variant_warns(weights: dict[str, torch.Tensor]) -> None:
+    model = tiny_llama(register_hf_attention("taylor:feature_dim=4"), weights)
+    with pytest.warns(UserWarning, match=r"'taylor:feature_dim=4' has learned parameters, created on this first"):
+        logits(model, token_ids())
 
 
 # refusals ----------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ returns that name, to pass as ``attn_implementation=``:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,8 @@ SUBMODULE = "attnbench_attention"
 
 # keyword arguments some models pass that change the maths in ways no attnbench variant implements
 _UNSUPPORTED_KWARGS = ("sliding_window", "softcap", "s_aux", "sinks", "position_bias")
+
+_registered: dict[str, HFAttentionSpec] = {}
 
 
 @dataclass(frozen=True)
@@ -67,9 +70,38 @@ def register_hf_attention(spec: str) -> str:
             "drop the scale option from the spec"
         )
     entry = HFAttentionSpec(canonical=parsed.canonical, takes_scale=takes_scale)
+    _registered[entry.name] = entry
     AttentionInterface.register(entry.name, _attention_function(entry))
     AttentionMaskInterface.register(entry.name, padding_only_mask)
     return entry.name
+
+
+def build_hf_attention(model: nn.Module) -> int:
+    """Build now, rather than on the first call, the variant of every attention module that runs an attnbench spec.
+
+    For variants with learned parameters: after this, ``model.parameters()`` (an optimizer), ``state_dict`` and
+    ``load_state_dict`` include them before any forward. Recognises Llama-style attention modules (``head_dim``,
+    ``scaling`` and ``config.num_attention_heads``); returns how many it built.
+    """
+    built = 0
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        implementation = getattr(config, "_attn_implementation", None)
+        head_dim = getattr(module, "head_dim", None)
+        if not (isinstance(implementation, str) and implementation.startswith(NAME_PREFIX)):
+            continue
+        if not isinstance(head_dim, int) or not hasattr(module, "scaling"):
+            continue
+        entry = _registered.get(implementation)
+        if entry is None:
+            raise ValueError(f"{implementation!r} is not registered yet: call register_hf_attention first")
+        weight = next(module.parameters(), None)
+        like = torch.empty(0, device=None if weight is None else weight.device)
+        _variant_for(
+            module, entry, num_heads=config.num_attention_heads, head_dim=head_dim, scaling=module.scaling, like=like
+        )
+        built += 1
+    return built
 
 
 # the mask function ---------------------------------------------------------------------------------------------
@@ -167,7 +199,9 @@ def hf_attention_forward(
     _refuse_packed_sequences(kwargs.get("position_ids"), attention_mask, query.shape[2], key.shape[2], spec)
 
     _, heads, _, head_dim = query.shape
-    attention = _variant_for(module, entry, num_heads=heads, head_dim=head_dim, scaling=scaling, like=query)
+    attention = _variant_for(
+        module, entry, num_heads=heads, head_dim=head_dim, scaling=scaling, like=query, on_call=True
+    )
     if not entry.takes_scale:
         query = query * _query_rescale(scaling, head_dim)
     out = _attend(attention, query, key, value, key_mask=key_mask, causal=causal, spec=spec)
@@ -255,7 +289,14 @@ def _refuse_packed_sequences(
 
 
 def _variant_for(
-    module: nn.Module, entry: HFAttentionSpec, *, num_heads: int, head_dim: int, scaling: float | None, like: Tensor
+    module: nn.Module,
+    entry: HFAttentionSpec,
+    *,
+    num_heads: int,
+    head_dim: int,
+    scaling: float | None,
+    like: Tensor,
+    on_call: bool = False,
 ) -> Attention:
     """The variant this HF attention module runs, built on its first call and kept as its submodule."""
     scale = scaling if entry.takes_scale and scaling is not None else None
@@ -274,6 +315,12 @@ def _variant_for(
     attention.to(device=like.device, dtype=weight.dtype if weight.is_floating_point() else like.dtype)
     attention.train(module.training)
     module.add_module(SUBMODULE, _HeldVariant(attention, canonical=entry.canonical, scale=scale))
+    if on_call and any(p.requires_grad for p in attention.parameters()):
+        warnings.warn(
+            f"attnbench attention {entry.canonical!r} has learned parameters, created on this first call: an "
+            "optimizer or load_state_dict from before it misses them; call build_hf_attention(model) first",
+            stacklevel=4,
+        )
     return attention
 
 
