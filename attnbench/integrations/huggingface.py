@@ -279,7 +279,10 @@ def _refuse_packed_sequences(
     position_ids: Tensor | None, attention_mask: Tensor | None, queries: int, keys: int, spec: str
 ) -> None:
     """transformers reads restarting position_ids as packed sequences; attnbench has no such mask."""
-    if position_ids is None or attention_mask is not None or queries < 2 or queries != keys:
+    # multimodal models pass 3D rotary positions, which say nothing about packing
+    if position_ids is None or position_ids.dim() != 2 or attention_mask is not None:
+        return
+    if queries < 2 or queries != keys:
         return
     if bool((position_ids.diff(dim=-1) != 1).any()):
         raise ValueError(
