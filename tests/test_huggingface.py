@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ pytest.importorskip(
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from attnbench import SpecError
+from attnbench.integrations import huggingface
 from attnbench.integrations.huggingface import (
     SUBMODULE,
     build_hf_attention,
@@ -100,6 +102,24 @@ def test_mask_function_hands_over_padding_only() -> None:
     # a static cache of 8 slots after 4 tokens: only the filled keys, which the attention function keeps
     static = padding_only_mask(batch_size=2, q_length=1, q_offset=3, kv_length=8, attention_mask=None)
     assert static is not None and static.shape == (2, 4) and bool(static.all())
+
+
+def test_the_attention_function_never_receives_a_dense_mask(
+    weights: dict[str, torch.Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[int, ...] | None] = []
+    forward = huggingface.hf_attention_forward
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        attention_mask = args[5]  # (entry, module, query, key, value, attention_mask)
+        seen.append(None if attention_mask is None else tuple(attention_mask.shape))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(huggingface, "hf_attention_forward", spy)
+    model = tiny_llama(register_hf_attention("window:radius=4,block=4"), weights)
+    logits(model, token_ids(), padding("left"))
+    logits(model, token_ids())
+    assert seen == [(2, SEQ)] * TINY["num_hidden_layers"] + [None] * TINY["num_hidden_layers"]
 
 
 # numerical equivalence with transformers' own SDPA ---------------------------------------------------------------
