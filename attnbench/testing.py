@@ -198,7 +198,13 @@ class _Kit:
         return f" (forward only: {self.no_backward})" if self.no_backward else ""
 
     def modes(self) -> list[bool]:
-        return [False, True] if self.module.supports_causal else [False]
+        """The causal settings this variant accepts: non-causal unless causal-only, causal if supported."""
+        return [c for c in (False, True) if (self.module.supports_causal if c else self.module.supports_noncausal)]
+
+    @property
+    def mode(self) -> bool:
+        """The causal setting of the checks that use one mode: non-causal, unless the variant is causal-only."""
+        return not self.module.supports_noncausal
 
     def allowed(self, seq_q: int, seq_k: int, causal: bool) -> Tensor | None:
         return self.module.pattern_mask(seq_q, seq_k, causal=causal)
@@ -211,7 +217,7 @@ class _Kit:
     # the checks -----------------------------------------------------------------------------------------
     def check_shape_dtype(self) -> str:
         x = self.inputs()
-        out = self.run(x, causal=False, key_mask=None)
+        out = self.run(x, causal=self.mode, key_mask=None)
         expected = (self.batch, self.heads, self.seq_len, x.v.shape[-1])
         if tuple(out.shape) != expected:
             raise _CheckFailedError(f"output shape {tuple(out.shape)}, expected {expected}")
@@ -264,6 +270,14 @@ class _Kit:
             return f"causal=True raises ValueError: {err}"
         raise _CheckFailedError("supports_causal is False but causal=True did not raise ValueError")
 
+    def check_noncausal_rejected(self) -> str:
+        x = self.inputs()
+        try:
+            self.run(x, causal=False, key_mask=None)
+        except ValueError as err:
+            return f"causal=False raises ValueError: {err}"
+        raise _CheckFailedError("supports_noncausal is False but causal=False did not raise ValueError")
+
     def check_fully_masked_rows(self) -> str:
         if self.batch < 2:
             raise _CheckFailedError("needs batch >= 2")
@@ -302,12 +316,13 @@ class _Kit:
 
     def check_cross_lengths(self) -> str:
         x = self.inputs(self.seq_len, self.cross_seq_len, salt=6)
-        if not self.module.supports_cross:
+        if not (self.module.supports_cross and self.module.supports_noncausal):
+            # causal-only: cross lengths are causal with seq_q != seq_k, which the contract refuses too
             try:
-                self.run(x, causal=False, key_mask=None)
+                self.run(x, causal=self.mode, key_mask=None)
             except ValueError:
-                return "supports_cross=False and seq_q != seq_k raises ValueError"
-            raise _CheckFailedError("supports_cross is False but seq_q != seq_k did not raise ValueError")
+                return "seq_q != seq_k raises ValueError (supports_cross or supports_noncausal is False)"
+            raise _CheckFailedError("seq_q != seq_k did not raise ValueError, though the variant cannot do cross")
         out = self.run(x, causal=False, key_mask=x.key_mask)
         expected = (self.batch, self.heads, self.seq_len, x.v.shape[-1])
         if tuple(out.shape) != expected:
@@ -330,7 +345,7 @@ class _Kit:
         }
         for what, (q, k, v, km) in bad.items():
             try:
-                self.module(q, k, v, causal=False, key_mask=km)
+                self.module(q, k, v, causal=self.mode, key_mask=km)
             except ValueError:
                 continue
             except Exception as err:
@@ -340,12 +355,12 @@ class _Kit:
 
     def check_determinism(self) -> str:
         x = self.inputs(salt=7)
-        a = self.run(x, causal=False, key_mask=x.key_mask)
-        again = self.run(x, causal=False, key_mask=x.key_mask)
+        a = self.run(x, causal=self.mode, key_mask=x.key_mask)
+        again = self.run(x, causal=self.mode, key_mask=x.key_mask)
         _close(again, a, "a second call on the same inputs", atol=0, rtol=0)
         with _seeded(self.seed):
             twin = self.make().to(self.device)
-        b = self.run(x, causal=False, key_mask=x.key_mask, module=twin)
+        b = self.run(x, causal=self.mode, key_mask=x.key_mask, module=twin)
         _close(b, a, "a second module built under the same seed", atol=0, rtol=0)
         return "repeat calls and a rebuilt module under the same seed give identical outputs"
 
@@ -356,7 +371,7 @@ class _Kit:
                 for key_mask in (None, x.key_mask):
                     tag = f"n={x.q.shape[-2]}, causal={causal}, key_mask={'yes' if key_mask is not None else 'no'}"
                     yield tag, x, causal, key_mask
-        if self.module.supports_cross:
+        if self.module.supports_cross and self.module.supports_noncausal:
             x = self.inputs(self.seq_len, self.cross_seq_len, salt=10)
             yield f"cross {self.seq_len}x{self.cross_seq_len}", x, False, x.key_mask
 
@@ -427,6 +442,45 @@ class _Kit:
             raise _CheckFailedError("analytic gradient != finite differences")
         return f"analytic gradients match finite differences (float64, n={n}, causal={causal})"
 
+    def check_decode(self) -> str:
+        """``prefill`` and a ``step`` loop over every token equal the causal forward, with and without a key mask.
+
+        Also a prompt prefilled and the rest stepped, so the state ``prefill`` returns is the one ``step`` needs.
+        """
+        if reason := self.module.decode_unsupported_reason():
+            return f"skipped: {reason}"
+        module, n = self.module, self.seq_len
+        x = self.inputs(salt=12)
+        with torch.no_grad():
+            for key_mask in (None, x.key_mask):
+                tag = f"key_mask={'yes' if key_mask is not None else 'no'}"
+                full = module(x.q, x.k, x.v, causal=True, key_mask=key_mask)
+                prefilled, _ = module.prefill(x.q, x.k, x.v, key_mask=key_mask)
+                _close(prefilled, full, f"prefill vs the causal forward ({tag})")
+                state = module.init_state(batch=self.batch, device=self.device, dtype=self.dtype)
+                stepped = self._steps(x, 0, state, key_mask)
+                _close(stepped, full, f"step loop over {n} tokens vs the causal forward ({tag})")
+            half = n // 2
+            _, state = module.prefill(
+                x.q[:, :, :half], x.k[:, :, :half], x.v[:, :, :half], key_mask=x.key_mask[:, :half]
+            )
+            stepped = self._steps(x, half, state, x.key_mask)
+            _close(stepped, full[:, :, half:], f"prefill of {half} tokens, then steps, vs the causal forward")
+            final_bytes = module.state_bytes(state)
+        if not isinstance(final_bytes, int) or final_bytes < 0:
+            raise _CheckFailedError(f"state_bytes returned {final_bytes!r}, expected a byte count (int >= 0)")
+        return f"prefill and {n} steps equal the causal forward; state after them holds {final_bytes} bytes"
+
+    def _steps(self, x: _Inputs, start: int, state: object, key_mask: Tensor | None) -> Tensor:
+        outs = []
+        for t in range(start, self.seq_len):
+            valid = None if key_mask is None else key_mask[:, t]
+            out, state = self.module.step(
+                x.q[:, :, t : t + 1], x.k[:, :, t : t + 1], x.v[:, :, t : t + 1], state, key_valid=valid
+            )
+            outs.append(out)
+        return torch.cat(outs, dim=2)
+
     def report_softmax_error(self) -> tuple[str, float]:
         parts, worst = [], 0.0
         for causal in self.modes():
@@ -495,6 +549,7 @@ def check_attention(
             if module.supports_causal
             else ("causal_rejected", kit.check_causal_rejected)
         ),
+        *([] if module.supports_noncausal else [("noncausal_rejected", kit.check_noncausal_rejected)]),
         ("fully_masked_rows", kit.check_fully_masked_rows),
         ("batch_independence", kit.check_batch_independence),
         ("cross_lengths", kit.check_cross_lengths),
@@ -506,6 +561,8 @@ def check_attention(
             ("reference_gradients", kit.check_reference_gradients),
         ]
     checks.append(("gradcheck", kit.check_gradcheck))
+    if module.supports_causal:
+        checks.append(("decode", kit.check_decode))
 
     for name, fn in checks:
         with torch.random.fork_rng(devices=[]):
