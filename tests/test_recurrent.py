@@ -12,7 +12,7 @@ from attnbench import create_attention
 from attnbench.testing import AllocationRecorder, check_attention
 from attnbench.variants.recurrent import GLAAttention, Mamba2Attention, RecurrentAttention
 
-VARIANTS = ["retnet", "gla", "deltanet", "mamba2"]
+VARIANTS = ["retnet", "gla", "deltanet", "gated-deltanet", "mamba2"]
 
 
 def _recurrent(spec: str, *, head_dim: int = 8, num_heads: int = 2) -> RecurrentAttention:

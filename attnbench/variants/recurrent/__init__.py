@@ -1,4 +1,4 @@
-"""Gated and delta-rule linear recurrences: ``retnet``, ``gla``, ``deltanet``, ``mamba2``.
+"""Gated and delta-rule linear recurrences: ``retnet``, ``gla``, ``deltanet``, ``gated-deltanet``, ``mamba2``.
 
 Each has a chunked parallel form (``forward``, O(n) time and memory forward and backward), a naive
 token-by-token reference (``reference``) and a fixed-size decoding ``step``. Importing the package
@@ -11,7 +11,7 @@ from attnbench.variants.recurrent.base import (
     RecurrenceInputs,
     RecurrentAttention,
 )
-from attnbench.variants.recurrent.deltanet import DeltaNetAttention
+from attnbench.variants.recurrent.deltanet import DeltaNetAttention, GatedDeltaNetAttention
 from attnbench.variants.recurrent.gla import GLAAttention
 from attnbench.variants.recurrent.mamba2 import Mamba2Attention
 from attnbench.variants.recurrent.retnet import RetNetAttention
@@ -20,6 +20,7 @@ __all__ = [
     "DeltaNetAttention",
     "DeltaRuleAttention",
     "GLAAttention",
+    "GatedDeltaNetAttention",
     "GatedRecurrentAttention",
     "Mamba2Attention",
     "RecurrenceInputs",

@@ -39,7 +39,7 @@ class RecurrenceInputs:
     q: Tensor  # (B, H, N, d_k), scaled
     k: Tensor  # (B, H, N, d_k), times any write strength (gated family)
     v: Tensor  # (B, H, N, d_v)
-    log_gate: Tensor | None = None  # (B, H, N, d_k or 1) ≤ 0; gated family
+    log_gate: Tensor | None = None  # ≤ 0; gated family (B, H, N, d_k or 1), gated delta rule (B, H, N)
     beta: Tensor | None = None  # (B, H, N) in [0, 1]; delta rule
 
 
@@ -158,19 +158,20 @@ class GatedRecurrentAttention(RecurrentAttention):
 
 
 class DeltaRuleAttention(RecurrentAttention):
-    """``S_t = S_{t-1} + β_t k_t (v_t − S_{t-1}ᵀ k_t)ᵀ`` (see ``delta``): DeltaNet."""
+    """``S_t = α_t S_{t-1} + β_t k_t (v_t − α_t S_{t-1}ᵀ k_t)ᵀ`` (see ``delta``): DeltaNet (α = 1), Gated DeltaNet."""
 
     def chunked(self, x: RecurrenceInputs, state: Tensor | None) -> tuple[Tensor, Tensor]:
         assert x.beta is not None
-        return chunked_delta_rule(x.q, x.k, x.v, x.beta, chunk=self.chunk, state=state)
+        return chunked_delta_rule(x.q, x.k, x.v, x.beta, chunk=self.chunk, log_gate=x.log_gate, state=state)
 
     def naive(self, x: RecurrenceInputs, state: Tensor | None) -> tuple[Tensor, Tensor]:
         assert x.beta is not None
-        return naive_delta_rule(x.q, x.k, x.v, x.beta, state)
+        return naive_delta_rule(x.q, x.k, x.v, x.beta, x.log_gate, state)
 
     def one_token(self, x: RecurrenceInputs, state: Tensor) -> tuple[Tensor, Tensor]:
         assert x.beta is not None
-        return delta_step(x.q[:, :, 0], x.k[:, :, 0], x.v[:, :, 0], x.beta[:, :, 0], state)
+        gate = None if x.log_gate is None else x.log_gate[:, :, 0]
+        return delta_step(x.q[:, :, 0], x.k[:, :, 0], x.v[:, :, 0], x.beta[:, :, 0], state, gate)
 
     def chunk_flops(self, seq: int) -> int:
         chunks, size = _chunk_count(seq, self.chunk)
