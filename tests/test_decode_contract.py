@@ -42,7 +42,8 @@ def _causal_builtins() -> list:
 
 @pytest.mark.parametrize("spec", _causal_builtins())
 def test_the_default_kv_cache_path_passes_for_every_builtin_causal_variant(spec: str) -> None:
-    report = check_attention(lambda: _with_default_recurrence(spec), seq_len=40, cross_seq_len=25)
+    report = check_attention(lambda: _with_default_recurrence(spec), seq_len=40, only={"decode"})
+    assert [r.name for r in report.results] == ["decode"]
     assert report["decode"].status == "passed", report["decode"]
 
 
@@ -119,6 +120,13 @@ def test_a_length_dependent_pattern_must_declare_it_and_is_skipped() -> None:
 
     failed = check_attention(lambda: Undeclared(head_dim=8, num_heads=2), seq_len=20, cross_seq_len=13)
     assert failed["decode"].status == "failed"
+
+
+def test_the_kit_runs_only_the_checks_asked_for() -> None:
+    report = check_attention("linear", only={"decode", "softmax_error"})
+    assert [r.name for r in report.results] == ["decode", "softmax_error"]
+    with pytest.raises(ValueError, match="unknown check"):
+        check_attention("linear", only={"decoding"})
 
 
 def test_step_checks_its_inputs() -> None:
