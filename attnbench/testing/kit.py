@@ -1,10 +1,6 @@
-"""Conformance kit for attention variants, public so plugin authors can use it in their own tests.
+"""The conformance kit: :func:`check_attention` runs the contract's checks on one variant and reports each.
 
-    from attnbench.testing import check_attention
-    def test_my_attention():
-        check_attention("my-attention:opt=1").raise_for_failures()
-
-``reference_attention`` is the float64 softmax every ``exact`` variant must equal.
+Every check builds its own small inputs from a seed; a failing check says what differed and by how much.
 """
 
 from __future__ import annotations
@@ -18,49 +14,13 @@ from typing import Literal
 import torch
 from torch import Tensor
 from torch.autograd.gradcheck import GradcheckError
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from attnbench.core.attention import Attention
 from attnbench.core.registry import create_attention
-
-ATOL = 1e-5
-RTOL = 1e-4
+from attnbench.testing.reference import ATOL, RTOL, reference_attention, relative_error
 
 Status = Literal["passed", "failed", "skipped", "reported"]
 GRADIENT_CHECKS = frozenset({"reference_gradients", "gradcheck"})  # the only ones a forward-only backend skips
-
-
-def reference_attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    *,
-    allowed: Tensor | None = None,
-    causal: bool = False,
-    key_mask: Tensor | None = None,
-    scale: float | None = None,
-) -> Tensor:
-    """Softmax attention computed in float64 over the allowed keys; returns q's dtype; differentiable.
-
-    ``allowed`` is bool ``(heads or 1, seq_q, seq_k)`` (a variant's ``pattern_mask``); ``key_mask`` is
-    ``(batch, seq_k)`` with True = attendable. A query with no allowed key returns zeros.
-    """
-    nq, nk = q.shape[-2], k.shape[-2]
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    scores = torch.einsum("bhid,bhjd->bhij", q.double(), k.double()) * scale  # (B, H, Nq, Nk)
-    mask = torch.ones(1, 1, nq, nk, dtype=torch.bool, device=q.device)
-    if allowed is not None:
-        mask = mask & allowed.to(q.device).unsqueeze(0)  # (1, H|1, Nq, Nk)
-    if causal:
-        mask = mask & torch.ones(nq, nk, dtype=torch.bool, device=q.device).tril()
-    if key_mask is not None:
-        mask = mask & key_mask[:, None, None, :]
-    has_key = mask.any(dim=-1, keepdim=True)
-    # rows with no key get finite scores (not -inf) so neither the softmax nor its gradient produces NaN
-    scores = scores.masked_fill(~mask & has_key, float("-inf")).masked_fill(~has_key, 0.0)
-    weights = torch.softmax(scores, dim=-1) * has_key
-    return torch.einsum("bhij,bhjd->bhid", weights, v.double()).to(q.dtype)
 
 
 @dataclass(frozen=True)
@@ -602,65 +562,3 @@ def check_attention(
         except Exception as err:
             report.results.append(CheckResult("softmax_error", "failed", f"raised {type(err).__name__}: {err}"))
     return report
-
-
-@dataclass(frozen=True)
-class Allocation:
-    op: str
-    shape: tuple[int, ...]
-    elements: int  # of the new storage (not the view's numel)
-    nbytes: int
-
-
-class AllocationRecorder(TorchDispatchMode):
-    """Records every new tensor storage an aten op creates, forward and backward.
-
-    Unlike timings or RSS this cannot be fooled by noise: it is the list of buffers the computation asked
-    for. An output that shares storage with one of the op's inputs (a view) is not an allocation.
-
-        with AllocationRecorder() as rec:
-            attn(q, k, v, causal=True).sum().backward()
-        assert rec.largest.elements < n * n // 2
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.allocations: list[Allocation] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        inputs = {_storage_ptr(t) for t in tree_leaves((args, kwargs)) if isinstance(t, Tensor)}
-        for t in tree_leaves(out):
-            if isinstance(t, Tensor) and _storage_ptr(t) not in inputs:
-                nbytes = t.untyped_storage().nbytes()
-                self.allocations.append(Allocation(str(func), tuple(t.shape), nbytes // t.element_size(), nbytes))
-        return out
-
-    @property
-    def largest(self) -> Allocation:
-        if not self.allocations:
-            raise ValueError("nothing was recorded")
-        return max(self.allocations, key=lambda a: a.elements)
-
-
-def _storage_ptr(t: Tensor) -> int:
-    return t.untyped_storage().data_ptr()
-
-
-def relative_error(actual: Tensor, expected: Tensor) -> float:
-    """‖actual − expected‖ / ‖expected‖ in float64."""
-    a, e = actual.detach().double(), expected.detach().double()
-    return float((a - e).norm() / e.norm().clamp_min(1e-300))
-
-
-__all__ = [
-    "ATOL",
-    "RTOL",
-    "Allocation",
-    "AllocationRecorder",
-    "CheckReport",
-    "CheckResult",
-    "check_attention",
-    "reference_attention",
-    "relative_error",
-]
