@@ -9,9 +9,9 @@ from torch import Tensor
 from attnbench import Attention, available_attention, create_attention
 from attnbench.core.attention import KVCache
 from attnbench.core.registry import attention_class, parse_attention_spec
+from attnbench.core.window_cache import RingState, ring_prefill
 from attnbench.testing import check_attention, reference_attention
 from attnbench.variants.sparse import WindowAttention
-from attnbench.variants.sparse.ring import RingState, ring_prefill
 
 
 def _with_default_recurrence(spec: str) -> Attention:

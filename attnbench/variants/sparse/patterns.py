@@ -18,9 +18,9 @@ from torch import Tensor
 
 from attnbench.core.attention import Attention
 from attnbench.core.registry import register_attention
+from attnbench.core.window_cache import RingState, ring_prefill, ring_step
 from attnbench.variants.sparse.engine import block_sparse_attention, peak_bytes
 from attnbench.variants.sparse.layout import BlockLayout, dense_pattern, layout_flops
-from attnbench.variants.sparse.ring import RingState, ring_prefill, ring_step
 
 
 def _require(ok: bool, variant: str, message: str) -> None:

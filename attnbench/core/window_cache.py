@@ -1,5 +1,8 @@
 """Decoding a sliding window: a ring buffer of the last ``radius + 1`` keys and values.
 
+Shared by the window variants (``window`` on the block-sparse engine, ``flex-window``) — a variant imports
+only ``core``.
+
 Slot ``t mod (radius + 1)`` holds token t, so the buffer always holds exactly the keys a causal query at t
 may see (itself and the ``radius`` before it). Softmax does not care about the order of its keys, so the
 ring is never rotated.
