@@ -109,15 +109,17 @@ def test_gradcheck_catches_a_wrong_gradient_in_a_non_exact_variant() -> None:
     assert report["softmax_error"].status == "reported"
 
 
-def test_a_variant_without_causal_support_must_refuse_it() -> None:
+def test_the_base_class_refuses_causal_for_a_variant_without_it() -> None:
     class Bidirectional(Honest):
         supports_causal = False
 
         def forward(self, q, k, v, *, causal=False, key_mask=None):
-            return self.attend(q, k, v, False, key_mask)  # accepts causal=True silently: a contract breach
+            return self.attend(q, k, v, False, key_mask)  # would accept causal=True silently: the base refuses
 
     report = _check(Bidirectional)
-    assert report["causal_rejected"].status == "failed"
+    assert report["causal_rejected"].status == "passed"
+    assert "supports_causal" in report["causal_rejected"].detail
+    assert "decode" not in {r.name for r in report.results}  # no causal mode, no recurrent form
 
 
 def test_forward_only_backends_have_gradient_checks_skipped() -> None:
@@ -159,13 +161,54 @@ def test_a_variant_that_computes_nothing_fails_instead_of_skipping() -> None:
     assert "not implemented here: todo" in report["shape_dtype"].detail
 
 
-def test_a_module_called_with_other_heads_or_head_dim_must_refuse() -> None:
-    class ShapeBlind(Honest):
-        def forward(self, q, k, v, *, causal=False, key_mask=None):
-            if q.dim() != 4 or k.shape[2] != v.shape[2] or (key_mask is not None and key_mask.shape[1] != k.shape[2]):
-                raise ValueError("bad shape")
-            return self.attend(q, k, v, causal, key_mask)  # never compares q's heads/head_dim with its own
+class NoValidate(Attention):
+    """A plugin that writes only its maths: it never calls validate (the base class must)."""
 
-    report = _check(ShapeBlind)
-    assert report["rejects_bad_shapes"].status == "failed"
-    assert "more heads than num_heads" in report["rejects_bad_shapes"].detail
+    def __init__(self, *, head_dim: int, num_heads: int) -> None:
+        super().__init__(head_dim=head_dim, num_heads=num_heads)
+
+    def forward(self, q, k, v, *, causal=False, key_mask=None):
+        return reference_attention(q, k, v, causal=causal, key_mask=key_mask)
+
+
+def test_a_plugin_that_never_validates_passes_the_shape_checks() -> None:
+    report = _check(NoValidate)
+    assert report.passed, report.failures
+    assert report["rejects_bad_shapes"].status == "passed"
+    assert report["cross_lengths"].status == "passed"
+
+
+def test_validation_runs_once_per_call_before_forward() -> None:
+    calls = []
+
+    class Counting(NoValidate):
+        def validate(self, q, k, v, *, causal, key_mask):
+            calls.append(causal)
+            return super().validate(q, k, v, causal=causal, key_mask=key_mask)
+
+        def forward(self, q, k, v, *, causal=False, key_mask=None):
+            assert calls, "forward ran before validate"
+            return super().forward(q, k, v, causal=causal, key_mask=key_mask)
+
+    attn = Counting(head_dim=8, num_heads=2)
+    q = torch.randn(1, 2, 5, 8)
+    attn(q, q, q, causal=True)
+    assert calls == [True]
+    with pytest.raises(ValueError, match="num_heads=2, head_dim=8"):
+        attn(q[:, :1], q[:, :1], q[:, :1])
+    with pytest.raises(ValueError, match="causal=True needs self-attention"):
+        attn(q, q[:, :, :3], q[:, :, :3], causal=True)
+
+
+def test_a_causal_only_variant_is_checked_in_causal_mode_only() -> None:
+    class CausalOnly(NoValidate):
+        supports_noncausal = False
+
+    report = _check(CausalOnly)
+    assert report.passed, report.failures
+    assert report["noncausal_rejected"].status == "passed"
+    assert "supports_noncausal" in report["noncausal_rejected"].detail
+    with pytest.raises(ValueError, match="causal-only"):
+        CausalOnly(head_dim=8, num_heads=2)(*(torch.randn(1, 2, 4, 8),) * 3, causal=False)
+    assert CausalOnly.unsupported_reason(device="cpu", backward=False, causal=False) is not None
+    assert CausalOnly.unsupported_reason(device="cpu", backward=False, causal=True) is None

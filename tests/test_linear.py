@@ -114,11 +114,27 @@ def test_recurrent_step_equals_causal_form(name: str) -> None:
     state = attn.init_state(batch=2)
     outs = []
     for t in range(q.shape[-2]):
-        out, state = attn.step(q[:, :, t], k[:, :, t], v[:, :, t], state, key_valid=key_mask[:, t])
+        token = (x[:, :, t : t + 1] for x in (q, k, v))  # (B, H, 1, D): forward's layout
+        out, state = attn.step(*token, state, key_valid=key_mask[:, t])
         outs.append(out)
-    torch.testing.assert_close(torch.stack(outs, dim=2), parallel, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(torch.cat(outs, dim=2), parallel, atol=1e-5, rtol=1e-4)
     assert state.kv.shape == (2, 2, attn.features, 9)  # O(m·d) whatever the length
     assert state.kv.dtype == torch.float32
+    assert attn.state_bytes(state) == 4 * (2 * 2 * attn.features * 9 + 2 * 2)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_prefill_state_continues_like_the_step_loop(name: str, small_blocks: None) -> None:
+    attn = _linear(f"{name}:chunk=4")
+    q, k, v, key_mask = _inputs(37)
+    parallel = attn(q, k, v, causal=True, key_mask=key_mask)
+    out, state = attn.prefill(q[:, :, :20], k[:, :, :20], v[:, :, :20], key_mask=key_mask[:, :20])
+    torch.testing.assert_close(out, parallel[:, :, :20], atol=1e-5, rtol=1e-4)
+    for t in range(20, 37):
+        out, state = attn.step(
+            q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], state, key_valid=key_mask[:, t]
+        )
+        torch.testing.assert_close(out, parallel[:, :, t : t + 1], atol=1e-5, rtol=1e-4)
 
 
 def test_step_rejects_a_sequence() -> None:
@@ -126,6 +142,8 @@ def test_step_rejects_a_sequence() -> None:
     q, k, v, _ = _inputs(4)
     with pytest.raises(ValueError, match="one token per call"):
         attn.step(q, k, v, attn.init_state(batch=2))
+    with pytest.raises(ValueError, match="one token per call"):
+        attn.step(q[:, :, 0], k[:, :, 0], v[:, :, 0], attn.init_state(batch=2))  # the old (B, H, D) layout
 
 
 # the conformance kit, across chunk and block boundaries ----------------------------------------------------------

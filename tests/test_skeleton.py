@@ -182,6 +182,15 @@ def test_a_decoder_refuses_a_backend_without_causal_support(scratch_registry: No
         DecoderLM(DecoderLMConfig(vocab_size=V, d_model=32, num_heads=4, attention="bidirectional-test"))
 
 
+def test_an_encoder_refuses_a_causal_only_backend() -> None:
+    with pytest.raises(ValueError, match="'retnet' is causal-only"):
+        EncoderClassifier(
+            EncoderClassifierConfig(vocab_size=V, num_classes=4, d_model=32, num_heads=4, attention="retnet")
+        )
+    model = DecoderLM(DecoderLMConfig(vocab_size=V, d_model=32, num_heads=4, attention="retnet"))
+    assert model(_tokens(2, 7)).shape == (2, 7, V)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -12,6 +12,7 @@ from attnbench import SpecError, create_attention
 from attnbench.core.attention import Attention
 from attnbench.testing import ATOL, RTOL, AllocationRecorder, check_attention, reference_attention
 from attnbench.variants.sparse import bigbird_random_blocks
+from attnbench.variants.sparse.patterns import CAUSAL_STRIDE
 
 # small blocks and windows so that n = 20…70 really is sparse
 SMALL_SPECS = [
@@ -131,6 +132,23 @@ def test_strided_defaults_to_root_n() -> None:
     layout = create_attention("strided", head_dim=4, num_heads=1).layout(100, causal=False)
     assert layout.block == 10
     assert layout.global_keys.tolist() == list(range(9, 100, 10))
+
+
+def test_strided_causal_default_is_a_fixed_stride() -> None:
+    layout = create_attention("strided", head_dim=4, num_heads=1).layout(300, causal=True)
+    assert layout.block == CAUSAL_STRIDE
+    assert layout.global_keys.tolist() == list(range(CAUSAL_STRIDE - 1, 300, CAUSAL_STRIDE))
+
+
+@pytest.mark.parametrize(
+    "spec", ["strided", "bigbird:block=4,num_random=2,num_global=1,seed=5", "longformer:radius=3,block=8"]
+)
+def test_a_causal_pattern_does_not_depend_on_the_total_length(spec: str) -> None:
+    # decoding sees only a prefix: query i's keys must be the same whatever comes after it
+    attn = create_attention(spec, head_dim=4, num_heads=3)
+    long = attn.pattern_mask(203, 203, causal=True)
+    for n in (37, 64, 150):
+        assert torch.equal(attn.pattern_mask(n, n, causal=True), long[:, :n, :n]), n
 
 
 @pytest.mark.parametrize("causal", [False, True])

@@ -131,6 +131,11 @@ def _self_attention_backend(spec: str, config: TransformerConfig, *, causal: boo
             f"the {slot} slot needs causal attention but {spec!r} does not support it; "
             "pick a variant with supports_causal=True (see `attnbench list`)"
         )
+    if not causal and not backend.supports_noncausal:
+        raise ValueError(
+            f"the {slot} slot needs bidirectional attention but {spec!r} is causal-only (supports_noncausal=False); "
+            "use it in a decoder slot or pick another variant"
+        )
     return backend
 
 

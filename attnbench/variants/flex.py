@@ -21,6 +21,7 @@ from torch import Tensor
 
 from attnbench.core.attention import Attention
 from attnbench.core.registry import register_attention
+from attnbench.core.window_cache import RingState, ring_prefill, ring_step
 
 try:
     from torch.nn.attention.flex_attention import BlockMask, flex_attention
@@ -152,6 +153,26 @@ if flex_attention is not None:
             mask_mod = _window_mask_mod(self.radius, 0 if causal else self.radius, key_mask, q.device)
             block_mask = blocks.block_mask(mask_mod, seq_len=n, block=self.block, device=q.device)
             return _compiled_flex()(q, k, v, block_mask=block_mask, scale=self.scale)
+
+        # decoding: a ring of the last radius + 1 keys, as `window` (no compile per prefix length)
+        def init_state(
+            self, *, batch: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+        ) -> RingState:
+            return RingState.empty(batch, self.num_heads, self.radius + 1, self.head_dim, device=device, dtype=dtype)
+
+        def prefill(
+            self, q: Tensor, k: Tensor, v: Tensor, *, key_mask: Tensor | None = None
+        ) -> tuple[Tensor, RingState]:
+            out = self(q, k, v, causal=True, key_mask=key_mask)
+            return out, ring_prefill(k, v, key_mask, slots=self.radius + 1)
+
+        def step(
+            self, q: Tensor, k: Tensor, v: Tensor, state: RingState, *, key_valid: Tensor | None = None
+        ) -> tuple[Tensor, RingState]:
+            return ring_step(q, k, v, state, key_valid, scale=self.scale)
+
+        def state_bytes(self, state: RingState) -> int:
+            return state.bytes_in_use()
 
         def pattern_mask(self, seq_q: int, seq_k: int, *, causal: bool) -> Tensor:
             i = torch.arange(seq_q)[:, None]

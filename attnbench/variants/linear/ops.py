@@ -98,13 +98,19 @@ def _empty_state(like: Tensor, features: int) -> tuple[Tensor, Tensor]:
 # non-causal ------------------------------------------------------------------------------------------------------
 def linear_attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, feature_map: FeatureMap) -> Tensor:
     """φ(Q)(φ(K)ᵀ[V, 1]): O(n·m·e) time, one m×e state. ``(B, H, Nq, e)``, not yet normalised."""
-    kv, reference = _empty_state(v, feature_map.size)
-    phi = feature_map.frozen()
-    add_keys, read_state = partial(_add_keys, phi), partial(_read_state, phi)
-    for k_part, v_part, mask in _split(BLOCK_TOKENS, k, v, key_mask):
-        kv, reference = _maybe_checkpointed(add_keys, k_part, v_part, mask, kv, reference)
+    kv = fold_keys(k, v, key_mask, feature_map).kv
+    read_state = partial(_read_state, feature_map.frozen())
     outs = [_maybe_checkpointed(read_state, q_part, kv)[0] for (q_part,) in _split(BLOCK_TOKENS, q)]
     return torch.cat(outs, dim=-2)
+
+
+def fold_keys(k: Tensor, v: Tensor, key_mask: Tensor | None, feature_map: FeatureMap) -> RecurrentState:
+    """Every key folded into one m×e state, referenced to the largest key log weight: the state after them all."""
+    kv, reference = _empty_state(v, feature_map.size)
+    add_keys = partial(_add_keys, feature_map.frozen())
+    for k_part, v_part, mask in _split(BLOCK_TOKENS, k, v, key_mask):
+        kv, reference = _maybe_checkpointed(add_keys, k_part, v_part, mask, kv, reference)
+    return RecurrentState(kv=kv, reference=reference)
 
 
 def _add_keys(

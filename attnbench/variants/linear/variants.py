@@ -23,6 +23,7 @@ from attnbench.variants.linear.ops import (
     block_tokens,
     causal_block_lengths,
     causal_linear_attention,
+    fold_keys,
     initial_state,
     linear_attention,
     normalise,
@@ -51,9 +52,10 @@ class LinearAttention(Attention):
 
     Non-causal: one m×d state, O(n·m·d) time. Causal: chunks of ``chunk`` tokens, quadratic inside a chunk and
     a carried m×d state across chunks. Both stream the sequence in blocks and recompute a block's features in
-    backward, so memory is O(n·d) plus one block's working set (see ``ops``). Decoding: :meth:`init_state` and
-    :meth:`step` give the causal outputs one token at a time in O(m·d) each. States and normalisers are
-    accumulated in fp32 (or fp64) whatever the input dtype.
+    backward, so memory is O(n·d) plus one block's working set (see ``ops``). Decoding: :meth:`prefill` and
+    :meth:`step` keep a fixed m×(d+1) state per head (the running feature-space sums and the stabiliser
+    reference), O(m·d) per token whatever the context. States and normalisers are accumulated in fp32 (or
+    fp64) whatever the input dtype.
     """
 
     family: ClassVar[str] = "linear"
@@ -76,7 +78,6 @@ class LinearAttention(Attention):
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_mask: Tensor | None = None
     ) -> Tensor:
-        self.validate(q, k, v, causal=causal, key_mask=key_mask)
         dtype = accumulation_dtype(q.dtype)
         q32, k32, v32 = (t.to(dtype) for t in (q, k, v))
         if causal:
@@ -89,7 +90,7 @@ class LinearAttention(Attention):
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_mask: Tensor | None = None
     ) -> Tensor:
         """The same features through the naive n×n form φ(Q)φ(K)ᵀ: what ``forward`` must equal. Small n only."""
-        self.validate(q, k, v, causal=causal, key_mask=key_mask)
+        self.validate(q, k, v, causal=causal, key_mask=key_mask)  # not a forward: the base class does not check it
         queries, keys, v1 = self._prepare(q, k, v)
         return normalise(quadratic_linear_attention(queries, keys, v1, key_mask, causal=causal)).to(q.dtype)
 
@@ -101,36 +102,37 @@ class LinearAttention(Attention):
 
     # recurrent decoding ------------------------------------------------------------------------------------------
     def init_state(
-        self,
-        batch: int,
-        *,
-        value_dim: int | None = None,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
+        self, *, batch: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
     ) -> RecurrentState:
-        """The empty past for :meth:`step` (steps promote it to their inputs' accumulation dtype)."""
-        value_dim = self.head_dim if value_dim is None else value_dim
+        """The empty past: zero sums, no reference yet (kept in the accumulation dtype of ``dtype``)."""
         device = None if device is None else torch.device(device)
-        return initial_state(batch, self.num_heads, self.features, value_dim, dtype=dtype, device=device)
+        return initial_state(
+            batch, self.num_heads, self.features, self.head_dim, dtype=accumulation_dtype(dtype), device=device
+        )
+
+    def prefill(
+        self, q: Tensor, k: Tensor, v: Tensor, *, key_mask: Tensor | None = None
+    ) -> tuple[Tensor, RecurrentState]:
+        """The causal forward over the prompt, and the m×(d+1) state after its last key."""
+        out = self(q, k, v, causal=True, key_mask=key_mask)
+        dtype = accumulation_dtype(q.dtype)
+        with torch.no_grad():
+            state = fold_keys(k.to(dtype), v.to(dtype), key_mask, self.feature_map)
+        return out, state
 
     def step(
-        self, q_t: Tensor, k_t: Tensor, v_t: Tensor, state: RecurrentState, *, key_valid: Tensor | None = None
+        self, q: Tensor, k: Tensor, v: Tensor, state: RecurrentState, *, key_valid: Tensor | None = None
     ) -> tuple[Tensor, RecurrentState]:
-        """One decoding step: ``(B, H, d)`` query, key and value → ``(B, H, d)`` output and the next state.
+        """One decoding step: ``(B, H, 1, d)`` query, key and value → ``(B, H, 1, d)`` output and the next state.
 
-        Equals position t of ``forward(..., causal=True)``; ``key_valid`` ``(B,)`` bool plays ``key_mask``.
+        Equals the last position of ``forward(..., causal=True)``; ``key_valid`` ``(B,)`` bool plays ``key_mask``.
         """
-        if q_t.dim() != 3 or k_t.shape != q_t.shape or v_t.shape[:2] != q_t.shape[:2]:
-            raise ValueError(
-                f"step takes one token per call: q_t, k_t (batch, heads, head_dim) and v_t (batch, heads, value_dim); "
-                f"got {tuple(q_t.shape)}, {tuple(k_t.shape)}, {tuple(v_t.shape)}"
-            )
-        dtype = torch.promote_types(accumulation_dtype(q_t.dtype), state.kv.dtype)
-        queries, keys, v1 = self._prepare(*(t.to(dtype).unsqueeze(-2) for t in (q_t, k_t, v_t)))  # (B, H, 1, ·)
+        dtype = torch.promote_types(accumulation_dtype(q.dtype), state.kv.dtype)
+        queries, keys, v1 = self._prepare(q.to(dtype), k.to(dtype), v.to(dtype))  # (B, H, 1, ·)
         key = Features(keys.values.squeeze(-2), None if keys.log_scale is None else keys.log_scale.squeeze(-1))
         state = RecurrentState(kv=state.kv.to(dtype), reference=state.reference.to(dtype))
         out, state = recurrent_step(queries.squeeze(-2), key, v1.squeeze(-2), state, key_valid)
-        return normalise(out).to(q_t.dtype), state
+        return normalise(out).to(q.dtype).unsqueeze(-2), state
 
     # cost models ---------------------------------------------------------------------------------------------------
     def flops(self, *, batch: int, seq_q: int, seq_k: int, causal: bool) -> int:

@@ -8,6 +8,7 @@ Each variant turns its options (a frozen config dataclass, validated on construc
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -17,6 +18,7 @@ from torch import Tensor
 
 from attnbench.core.attention import Attention
 from attnbench.core.registry import register_attention
+from attnbench.core.window_cache import RingState, ring_prefill, ring_step
 from attnbench.variants.sparse.engine import block_sparse_attention, peak_bytes
 from attnbench.variants.sparse.layout import BlockLayout, dense_pattern, layout_flops
 
@@ -72,8 +74,7 @@ class BlockSparseAttention(Attention):
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_mask: Tensor | None = None
     ) -> Tensor:
-        shape = self.validate(q, k, v, causal=causal, key_mask=key_mask)
-        layout = self.layout(shape.seq_q, causal=causal)
+        layout = self.layout(q.shape[-2], causal=causal)  # the base class has validated the call
         return block_sparse_attention(q, k, v, layout, scale=self.scale, key_mask=key_mask)
 
     def _self_layout(self, seq_q: int, seq_k: int, causal: bool) -> BlockLayout:
@@ -124,6 +125,7 @@ class WindowAttention(BlockSparseAttention):
     """Sliding window (local attention, Longformer's band): query i sees keys j with |i − j| ≤ radius.
 
     Causal: the previous ``radius`` keys and itself. ``block`` only tunes speed, never the pattern.
+    Decoding keeps a ring buffer of the last ``radius + 1`` keys and values: O(radius) state and work per token.
     """
 
     def __init__(self, *, head_dim: int, num_heads: int, radius: int = 128, block: int = 64) -> None:
@@ -135,6 +137,23 @@ class WindowAttention(BlockSparseAttention):
         return BlockLayout(
             seq_len=seq_len, block=block, causal=causal, **_band(seq_len, block, self.config.radius, causal=causal)
         )
+
+    def init_state(
+        self, *, batch: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    ) -> RingState:
+        return RingState.empty(batch, self.num_heads, self.config.radius + 1, self.head_dim, device=device, dtype=dtype)
+
+    def prefill(self, q: Tensor, k: Tensor, v: Tensor, *, key_mask: Tensor | None = None) -> tuple[Tensor, RingState]:
+        out = self(q, k, v, causal=True, key_mask=key_mask)
+        return out, ring_prefill(k, v, key_mask, slots=self.config.radius + 1)
+
+    def step(
+        self, q: Tensor, k: Tensor, v: Tensor, state: RingState, *, key_valid: Tensor | None = None
+    ) -> tuple[Tensor, RingState]:
+        return ring_step(q, k, v, state, key_valid, scale=self.scale)
+
+    def state_bytes(self, state: RingState) -> int:
+        return state.bytes_in_use()
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, radius={self.config.radius}, block={self.config.block}"
@@ -204,6 +223,11 @@ class LongformerAttention(BlockSparseAttention):
 
 
 # strided -----------------------------------------------------------------------------------------------------
+# the causal default stride: a causal pattern may not depend on the total length (decoding must equal the
+# forward), so ⌈√n⌉ is non-causal only; 64 is ⌈√n⌉ at n = 4096
+CAUSAL_STRIDE = 64
+
+
 @dataclass(frozen=True)
 class StridedConfig:
     stride: int | None
@@ -213,7 +237,7 @@ class StridedConfig:
         _require(
             self.stride is None or self.stride >= 1,
             "strided",
-            f"stride must be >= 1 (or none for ⌈√n⌉), got {self.stride}",
+            f"stride must be >= 1 (or none: ⌈√n⌉ non-causal, {CAUSAL_STRIDE} causal), got {self.stride}",
         )
         _require(
             self.block is None or self.block >= 1,
@@ -221,9 +245,10 @@ class StridedConfig:
             f"block must be >= 1 (or none for the stride), got {self.block}",
         )
 
-    def resolve(self, seq_len: int) -> tuple[int, int]:
+    def resolve(self, seq_len: int, *, causal: bool = False) -> tuple[int, int]:
         """(stride, block) at this length."""
-        stride = self.stride if self.stride is not None else math.isqrt(seq_len - 1) + 1  # ⌈√n⌉
+        default = CAUSAL_STRIDE if causal else math.isqrt(seq_len - 1) + 1  # ⌈√n⌉
+        stride = self.stride if self.stride is not None else default
         return stride, self.block if self.block is not None else stride
 
 
@@ -232,7 +257,9 @@ class StridedAttention(BlockSparseAttention):
     """Sparse Transformer's fixed pattern: a query sees its own block of ``block`` positions and every
     ``stride``-th "summary" position (those with j mod stride = stride − 1). Causal: only those at or before it.
 
-    Cost O(n·(block + n/stride)): O(n·√n) with the defaults (stride = block = ⌈√n⌉).
+    Cost O(n·(block + n/stride)): O(n·√n) with the defaults (stride = block = ⌈√n⌉). Causal, the default stride
+    (and block) is fixed at 64 whatever n, so that decoding token by token equals the forward: causal cost is
+    then O(n·(64 + n/64)).
     """
 
     def __init__(self, *, head_dim: int, num_heads: int, stride: int | None = None, block: int | None = None) -> None:
@@ -240,7 +267,7 @@ class StridedAttention(BlockSparseAttention):
         self.config = StridedConfig(stride=stride, block=block)
 
     def build_layout(self, seq_len: int, *, causal: bool) -> BlockLayout:
-        stride, block = self.config.resolve(seq_len)
+        stride, block = self.config.resolve(seq_len, causal=causal)
         return BlockLayout(
             seq_len=seq_len,
             block=block,
@@ -278,17 +305,24 @@ def bigbird_random_blocks(
 
     Query block i draws, without replacement, from the blocks outside its window (causal: before it), so a
     random block never repeats a window key. Where fewer candidates exist the remaining slots are empty.
+    Each (seed, head, query block) has its own generator, so a causal query block's draw does not depend on
+    how many blocks follow it: decoding token by token sees the pattern the forward used.
     """
-    generator = torch.Generator().manual_seed(seed)
     out = torch.full((heads, num_blocks, num_random), -1, dtype=torch.long)
     blocks = torch.arange(num_blocks)
     for h in range(heads):
         for i in range(num_blocks):
             outside_window = (blocks < i - window_blocks) | (blocks > i + window_blocks)
             candidates = blocks[outside_window & (blocks < i)] if causal else blocks[outside_window]
+            generator = torch.Generator().manual_seed(_block_seed(seed, h, i))
             chosen = candidates[torch.randperm(len(candidates), generator=generator)[:num_random]]
             out[h, i, : len(chosen)] = chosen.sort().values
     return out
+
+
+def _block_seed(seed: int, head: int, query_block: int) -> int:
+    digest = hashlib.blake2b(f"bigbird:{seed}:{head}:{query_block}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest) >> 1  # a non-negative 63-bit seed
 
 
 @register_attention("bigbird")
@@ -296,9 +330,10 @@ class BigBirdAttention(BlockSparseAttention):
     """BigBird: window blocks, ``num_global`` global tokens (the first positions) and ``num_random`` random key
     blocks per query block, per head.
 
-    The random blocks are a fixed function of ``seed`` and the sequence length: the same in training and in
-    evaluation (reference implementations switch them off in eval; here the model is evaluated on the pattern
-    it was trained on). Causal: window blocks up to the query's own, random blocks only from the past.
+    The random blocks are a fixed function of ``seed``, the head and the query block (causal: not of the
+    sequence length, so decoding equals the forward): the same in training and in evaluation (reference
+    implementations switch them off in eval; here the model is evaluated on the pattern it was trained on).
+    Causal: window blocks up to the query's own, random blocks only from the past.
     """
 
     def __init__(

@@ -1,16 +1,12 @@
-"""Conformance kit for attention variants, public so plugin authors can use it in their own tests.
+"""The conformance kit: :func:`check_attention` runs the contract's checks on one variant and reports each.
 
-    from attnbench.testing import check_attention
-    def test_my_attention():
-        check_attention("my-attention:opt=1").raise_for_failures()
-
-``reference_attention`` is the float64 softmax every ``exact`` variant must equal.
+Every check builds its own small inputs from a seed; a failing check says what differed and by how much.
 """
 
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -18,49 +14,13 @@ from typing import Literal
 import torch
 from torch import Tensor
 from torch.autograd.gradcheck import GradcheckError
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from attnbench.core.attention import Attention
 from attnbench.core.registry import create_attention
-
-ATOL = 1e-5
-RTOL = 1e-4
+from attnbench.testing.reference import ATOL, RTOL, reference_attention, relative_error
 
 Status = Literal["passed", "failed", "skipped", "reported"]
 GRADIENT_CHECKS = frozenset({"reference_gradients", "gradcheck"})  # the only ones a forward-only backend skips
-
-
-def reference_attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    *,
-    allowed: Tensor | None = None,
-    causal: bool = False,
-    key_mask: Tensor | None = None,
-    scale: float | None = None,
-) -> Tensor:
-    """Softmax attention computed in float64 over the allowed keys; returns q's dtype; differentiable.
-
-    ``allowed`` is bool ``(heads or 1, seq_q, seq_k)`` (a variant's ``pattern_mask``); ``key_mask`` is
-    ``(batch, seq_k)`` with True = attendable. A query with no allowed key returns zeros.
-    """
-    nq, nk = q.shape[-2], k.shape[-2]
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    scores = torch.einsum("bhid,bhjd->bhij", q.double(), k.double()) * scale  # (B, H, Nq, Nk)
-    mask = torch.ones(1, 1, nq, nk, dtype=torch.bool, device=q.device)
-    if allowed is not None:
-        mask = mask & allowed.to(q.device).unsqueeze(0)  # (1, H|1, Nq, Nk)
-    if causal:
-        mask = mask & torch.ones(nq, nk, dtype=torch.bool, device=q.device).tril()
-    if key_mask is not None:
-        mask = mask & key_mask[:, None, None, :]
-    has_key = mask.any(dim=-1, keepdim=True)
-    # rows with no key get finite scores (not -inf) so neither the softmax nor its gradient produces NaN
-    scores = scores.masked_fill(~mask & has_key, float("-inf")).masked_fill(~has_key, 0.0)
-    weights = torch.softmax(scores, dim=-1) * has_key
-    return torch.einsum("bhij,bhjd->bhid", weights, v.double()).to(q.dtype)
 
 
 @dataclass(frozen=True)
@@ -198,7 +158,13 @@ class _Kit:
         return f" (forward only: {self.no_backward})" if self.no_backward else ""
 
     def modes(self) -> list[bool]:
-        return [False, True] if self.module.supports_causal else [False]
+        """The causal settings this variant accepts: non-causal unless causal-only, causal if supported."""
+        return [c for c in (False, True) if (self.module.supports_causal if c else self.module.supports_noncausal)]
+
+    @property
+    def mode(self) -> bool:
+        """The causal setting of the checks that use one mode: non-causal, unless the variant is causal-only."""
+        return not self.module.supports_noncausal
 
     def allowed(self, seq_q: int, seq_k: int, causal: bool) -> Tensor | None:
         return self.module.pattern_mask(seq_q, seq_k, causal=causal)
@@ -211,7 +177,7 @@ class _Kit:
     # the checks -----------------------------------------------------------------------------------------
     def check_shape_dtype(self) -> str:
         x = self.inputs()
-        out = self.run(x, causal=False, key_mask=None)
+        out = self.run(x, causal=self.mode, key_mask=None)
         expected = (self.batch, self.heads, self.seq_len, x.v.shape[-1])
         if tuple(out.shape) != expected:
             raise _CheckFailedError(f"output shape {tuple(out.shape)}, expected {expected}")
@@ -264,6 +230,14 @@ class _Kit:
             return f"causal=True raises ValueError: {err}"
         raise _CheckFailedError("supports_causal is False but causal=True did not raise ValueError")
 
+    def check_noncausal_rejected(self) -> str:
+        x = self.inputs()
+        try:
+            self.run(x, causal=False, key_mask=None)
+        except ValueError as err:
+            return f"causal=False raises ValueError: {err}"
+        raise _CheckFailedError("supports_noncausal is False but causal=False did not raise ValueError")
+
     def check_fully_masked_rows(self) -> str:
         if self.batch < 2:
             raise _CheckFailedError("needs batch >= 2")
@@ -302,12 +276,13 @@ class _Kit:
 
     def check_cross_lengths(self) -> str:
         x = self.inputs(self.seq_len, self.cross_seq_len, salt=6)
-        if not self.module.supports_cross:
+        if not (self.module.supports_cross and self.module.supports_noncausal):
+            # causal-only: cross lengths are causal with seq_q != seq_k, which the contract refuses too
             try:
-                self.run(x, causal=False, key_mask=None)
+                self.run(x, causal=self.mode, key_mask=None)
             except ValueError:
-                return "supports_cross=False and seq_q != seq_k raises ValueError"
-            raise _CheckFailedError("supports_cross is False but seq_q != seq_k did not raise ValueError")
+                return "seq_q != seq_k raises ValueError (supports_cross or supports_noncausal is False)"
+            raise _CheckFailedError("seq_q != seq_k did not raise ValueError, though the variant cannot do cross")
         out = self.run(x, causal=False, key_mask=x.key_mask)
         expected = (self.batch, self.heads, self.seq_len, x.v.shape[-1])
         if tuple(out.shape) != expected:
@@ -330,7 +305,7 @@ class _Kit:
         }
         for what, (q, k, v, km) in bad.items():
             try:
-                self.module(q, k, v, causal=False, key_mask=km)
+                self.module(q, k, v, causal=self.mode, key_mask=km)
             except ValueError:
                 continue
             except Exception as err:
@@ -340,12 +315,12 @@ class _Kit:
 
     def check_determinism(self) -> str:
         x = self.inputs(salt=7)
-        a = self.run(x, causal=False, key_mask=x.key_mask)
-        again = self.run(x, causal=False, key_mask=x.key_mask)
+        a = self.run(x, causal=self.mode, key_mask=x.key_mask)
+        again = self.run(x, causal=self.mode, key_mask=x.key_mask)
         _close(again, a, "a second call on the same inputs", atol=0, rtol=0)
         with _seeded(self.seed):
             twin = self.make().to(self.device)
-        b = self.run(x, causal=False, key_mask=x.key_mask, module=twin)
+        b = self.run(x, causal=self.mode, key_mask=x.key_mask, module=twin)
         _close(b, a, "a second module built under the same seed", atol=0, rtol=0)
         return "repeat calls and a rebuilt module under the same seed give identical outputs"
 
@@ -356,7 +331,7 @@ class _Kit:
                 for key_mask in (None, x.key_mask):
                     tag = f"n={x.q.shape[-2]}, causal={causal}, key_mask={'yes' if key_mask is not None else 'no'}"
                     yield tag, x, causal, key_mask
-        if self.module.supports_cross:
+        if self.module.supports_cross and self.module.supports_noncausal:
             x = self.inputs(self.seq_len, self.cross_seq_len, salt=10)
             yield f"cross {self.seq_len}x{self.cross_seq_len}", x, False, x.key_mask
 
@@ -427,6 +402,45 @@ class _Kit:
             raise _CheckFailedError("analytic gradient != finite differences")
         return f"analytic gradients match finite differences (float64, n={n}, causal={causal})"
 
+    def check_decode(self) -> str:
+        """``prefill`` and a ``step`` loop over every token equal the causal forward, with and without a key mask.
+
+        Also a prompt prefilled and the rest stepped, so the state ``prefill`` returns is the one ``step`` needs.
+        """
+        if reason := self.module.decode_unsupported_reason():
+            return f"skipped: {reason}"
+        module, n = self.module, self.seq_len
+        x = self.inputs(salt=12)
+        with torch.no_grad():
+            for key_mask in (None, x.key_mask):
+                tag = f"key_mask={'yes' if key_mask is not None else 'no'}"
+                full = module(x.q, x.k, x.v, causal=True, key_mask=key_mask)
+                prefilled, _ = module.prefill(x.q, x.k, x.v, key_mask=key_mask)
+                _close(prefilled, full, f"prefill vs the causal forward ({tag})")
+                state = module.init_state(batch=self.batch, device=self.device, dtype=self.dtype)
+                stepped = self._steps(x, 0, state, key_mask)
+                _close(stepped, full, f"step loop over {n} tokens vs the causal forward ({tag})")
+            half = n // 2
+            _, state = module.prefill(
+                x.q[:, :, :half], x.k[:, :, :half], x.v[:, :, :half], key_mask=x.key_mask[:, :half]
+            )
+            stepped = self._steps(x, half, state, x.key_mask)
+            _close(stepped, full[:, :, half:], f"prefill of {half} tokens, then steps, vs the causal forward")
+            final_bytes = module.state_bytes(state)
+        if not isinstance(final_bytes, int) or final_bytes < 0:
+            raise _CheckFailedError(f"state_bytes returned {final_bytes!r}, expected a byte count (int >= 0)")
+        return f"prefill and {n} steps equal the causal forward; state after them holds {final_bytes} bytes"
+
+    def _steps(self, x: _Inputs, start: int, state: object, key_mask: Tensor | None) -> Tensor:
+        outs = []
+        for t in range(start, self.seq_len):
+            valid = None if key_mask is None else key_mask[:, t]
+            out, state = self.module.step(
+                x.q[:, :, t : t + 1], x.k[:, :, t : t + 1], x.v[:, :, t : t + 1], state, key_valid=valid
+            )
+            outs.append(out)
+        return torch.cat(outs, dim=2)
+
     def report_softmax_error(self) -> tuple[str, float]:
         parts, worst = [], 0.0
         for causal in self.modes():
@@ -457,11 +471,13 @@ def check_attention(
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
+    only: Collection[str] | None = None,
 ) -> CheckReport:
     """Run the conformance battery on one variant and return a structured report.
 
     ``spec`` is a spec string (built with ``create_attention``) or a zero-argument factory returning an
     :class:`Attention`. ``seq_len`` defaults to a length that is not a multiple of common block sizes.
+    ``only`` names the checks to run (e.g. ``{"decode"}``); by default, every check that applies.
     """
     if isinstance(spec, str):
         label = spec
@@ -495,6 +511,7 @@ def check_attention(
             if module.supports_causal
             else ("causal_rejected", kit.check_causal_rejected)
         ),
+        *([] if module.supports_noncausal else [("noncausal_rejected", kit.check_noncausal_rejected)]),
         ("fully_masked_rows", kit.check_fully_masked_rows),
         ("batch_independence", kit.check_batch_independence),
         ("cross_lengths", kit.check_cross_lengths),
@@ -506,6 +523,15 @@ def check_attention(
             ("reference_gradients", kit.check_reference_gradients),
         ]
     checks.append(("gradcheck", kit.check_gradcheck))
+    if module.supports_causal:
+        checks.append(("decode", kit.check_decode))
+    if only is not None:
+        known = {name for name, _ in checks} | {"softmax_error"}
+        if unknown := sorted(set(only) - known):
+            raise ValueError(
+                f"unknown check(s) {', '.join(unknown)}; this variant's checks: {', '.join(sorted(known))}"
+            )
+        checks = [(name, fn) for name, fn in checks if name in only]
 
     for name, fn in checks:
         with torch.random.fork_rng(devices=[]):
@@ -529,72 +555,10 @@ def check_attention(
         status = "skipped" if detail.startswith("skipped:") else "passed"
         report.results.append(CheckResult(name, status, detail))
 
-    if not module.exact:
+    if not module.exact and (only is None or "softmax_error" in only):
         try:
             detail, value = kit.report_softmax_error()
             report.results.append(CheckResult("softmax_error", "reported", detail, value))
         except Exception as err:
             report.results.append(CheckResult("softmax_error", "failed", f"raised {type(err).__name__}: {err}"))
     return report
-
-
-@dataclass(frozen=True)
-class Allocation:
-    op: str
-    shape: tuple[int, ...]
-    elements: int  # of the new storage (not the view's numel)
-    nbytes: int
-
-
-class AllocationRecorder(TorchDispatchMode):
-    """Records every new tensor storage an aten op creates, forward and backward.
-
-    Unlike timings or RSS this cannot be fooled by noise: it is the list of buffers the computation asked
-    for. An output that shares storage with one of the op's inputs (a view) is not an allocation.
-
-        with AllocationRecorder() as rec:
-            attn(q, k, v, causal=True).sum().backward()
-        assert rec.largest.elements < n * n // 2
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.allocations: list[Allocation] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        inputs = {_storage_ptr(t) for t in tree_leaves((args, kwargs)) if isinstance(t, Tensor)}
-        for t in tree_leaves(out):
-            if isinstance(t, Tensor) and _storage_ptr(t) not in inputs:
-                nbytes = t.untyped_storage().nbytes()
-                self.allocations.append(Allocation(str(func), tuple(t.shape), nbytes // t.element_size(), nbytes))
-        return out
-
-    @property
-    def largest(self) -> Allocation:
-        if not self.allocations:
-            raise ValueError("nothing was recorded")
-        return max(self.allocations, key=lambda a: a.elements)
-
-
-def _storage_ptr(t: Tensor) -> int:
-    return t.untyped_storage().data_ptr()
-
-
-def relative_error(actual: Tensor, expected: Tensor) -> float:
-    """‖actual − expected‖ / ‖expected‖ in float64."""
-    a, e = actual.detach().double(), expected.detach().double()
-    return float((a - e).norm() / e.norm().clamp_min(1e-300))
-
-
-__all__ = [
-    "ATOL",
-    "RTOL",
-    "Allocation",
-    "AllocationRecorder",
-    "CheckReport",
-    "CheckResult",
-    "check_attention",
-    "reference_attention",
-    "relative_error",
-]
