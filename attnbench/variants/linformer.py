@@ -62,9 +62,7 @@ class LinformerAttention(Attention):
         generator = seeded_generator(seed)
         shape = (1 if share_heads else num_heads, k, max_len)
         self.key_projection = nn.Parameter(torch.randn(shape, generator=generator) * k**-0.5)
-        self.value_projection = (
-            None if share_kv else nn.Parameter(torch.randn(shape, generator=generator) * k**-0.5)
-        )
+        self.value_projection = None if share_kv else nn.Parameter(torch.randn(shape, generator=generator) * k**-0.5)
 
     @classmethod
     def unsupported_reason(cls, *, device: str, backward: bool, causal: bool) -> str | None:

@@ -25,7 +25,7 @@ def require_positive_float(variant: str, name: str, value: float, fix: str) -> N
 
 
 def seeded_generator(seed: int, *salt: int) -> torch.Generator:
-    """A CPU generator for ``seed`` (and a salt, e.g. a bucket count): parameters and hashes never use the global RNG."""
+    """A CPU generator for ``seed`` and a salt (e.g. a bucket count): nothing here draws from the global RNG."""
     mixed = seed
     for s in salt:
         mixed = (mixed * 1_000_003 + s) % (2**63 - 1)
