@@ -120,6 +120,12 @@ class ReformerAttention(Attention):
         return torch.argsort(ids * n + torch.arange(n, device=q.device), dim=-1)
 
     # attention --------------------------------------------------------------------------------------------------
+    @staticmethod
+    def allowed_keys(real_key: Tensor, is_self: Tensor) -> Tensor:
+        """The self rule: a token attends itself only when no other real key is in its window."""
+        others = real_key & ~is_self
+        return torch.where(others.any(dim=-1, keepdim=True), others, real_key & is_self)
+
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_mask: Tensor | None = None
     ) -> Tensor:
@@ -152,8 +158,7 @@ class ReformerAttention(Attention):
         scores = torch.einsum("bhrcid,bhrcjd->bhrcij", queries, keys) * self.scale  # (B, H, R, C, W, 2W)
         real_key = key_real[..., None, :]  # (B, H, R, C, 1, 2W)
         is_self = position[..., :, None] == key_position[..., None, :]
-        others = real_key & ~is_self
-        allowed = torch.where(others.any(dim=-1, keepdim=True), others, real_key & is_self)
+        allowed = self.allowed_keys(real_key, is_self)
         has_key = allowed.any(dim=-1)  # (B, H, R, C, W)
         scores = scores.masked_fill(~allowed, -math.inf).masked_fill(~has_key[..., None], 0.0)
         lse = torch.logsumexp(scores, dim=-1)  # (B, H, R, C, W)
