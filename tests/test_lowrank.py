@@ -48,10 +48,10 @@ def _max_difference(
 def _identity_linformer(n: int) -> LinformerAttention:
     attn = create_attention(f"linformer:k={n},max_len={n}", head_dim=8, num_heads=2).double()
     assert isinstance(attn, LinformerAttention)
-    with torch.no_grad():
-        attn.key_projection.copy_(torch.eye(n))
+    with torch.no_grad():  # a call over n keys scales the parameters by n^-1/2: E = F = identity
+        attn.key_projection.copy_(torch.eye(n, dtype=torch.float64) * n**0.5)
         assert attn.value_projection is not None
-        attn.value_projection.copy_(torch.eye(n))
+        attn.value_projection.copy_(torch.eye(n, dtype=torch.float64) * n**0.5)
     return attn
 
 

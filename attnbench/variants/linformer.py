@@ -25,7 +25,9 @@ class LinformerAttention(Attention):
 
     **Length.** E and F are built for ``max_len`` positions and sliced to the first ``seq_k`` columns, so one
     module serves every length up to ``max_len`` (a longer call is refused, naming the option to raise).
-    Entries are drawn N(0, 1/k) from ``seed`` (the paper's Johnson–Lindenstrauss construction).
+    The parameters are drawn N(0, 1) from ``seed`` and a call over n keys uses their first n columns times
+    n^-1/2 (``nn.Linear``'s fan-in scaling, for the length actually used): a projected key or value keeps the
+    scale of one token whatever n is, instead of growing as √n.
     **Sharing.** ``share_heads`` (default, the paper's headwise sharing) uses one E, F for all heads;
     ``share_kv`` uses E for values too (key–value sharing). **Padding.** Masked keys and values are zeroed
     before the projection: each projected row then mixes only real tokens, but the softmax still normalises
@@ -61,8 +63,8 @@ class LinformerAttention(Attention):
         self.scale = self.resolve_scale(scale)
         generator = seeded_generator(seed)
         shape = (1 if share_heads else num_heads, k, max_len)
-        self.key_projection = nn.Parameter(torch.randn(shape, generator=generator) * k**-0.5)
-        self.value_projection = None if share_kv else nn.Parameter(torch.randn(shape, generator=generator) * k**-0.5)
+        self.key_projection = nn.Parameter(torch.randn(shape, generator=generator))
+        self.value_projection = None if share_kv else nn.Parameter(torch.randn(shape, generator=generator))
 
     @classmethod
     def unsupported_reason(cls, *, device: str, backward: bool, causal: bool) -> str | None:
@@ -71,14 +73,14 @@ class LinformerAttention(Attention):
         return None
 
     def projections(self, seq_k: int) -> tuple[Tensor, Tensor]:
-        """E and F sliced to ``seq_k`` columns: ``(heads or 1, k, seq_k)`` views of the parameters."""
+        """E and F for ``seq_k`` keys, ``(heads or 1, k, seq_k)``: the first ``seq_k`` columns times seq_k^-1/2."""
         if seq_k > self.max_len:
             raise ValueError(
                 f"linformer: seq_k={seq_k} exceeds max_len={self.max_len}; build it with "
                 f"linformer:max_len={seq_k} (or more)"
             )
-        e = self.key_projection[..., :seq_k]
-        f = e if self.value_projection is None else self.value_projection[..., :seq_k]
+        e = self.key_projection[..., :seq_k] * seq_k**-0.5
+        f = e if self.value_projection is None else self.value_projection[..., :seq_k] * seq_k**-0.5
         return e, f
 
     def forward(
