@@ -10,8 +10,9 @@ With ``noise_fraction=0,noise_vocab=0`` this is MAD's in-context recall.
 ``vocab`` is MAD's ``vocab_size``: keys, values and noise tokens (``K = (vocab - noise_vocab) // 2``);
 token 0 is padding (an odd n starts with it). A scored slot's distance is how far back the key last occurred.
 
-Length scaling: the pairs fill the sequence, so longer n means more pairs to hold, more repeats to answer
-and longer gaps between a key and its repeat; vocabulary and noise fraction stay fixed.
+Length scaling: the pairs fill the sequence, so longer n means more repeats to answer over a longer
+stream of updates; the gap back to a key's last occurrence can reach across n, though most gaps stay near
+K slots (every key recurs about once per K pairs). Vocabulary and noise fraction stay fixed.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class NoisyRecall(Task):
 
     model_kind: ClassVar[ModelKind] = "lm"
     has_distances: ClassVar[bool] = True
-    length_scaling: ClassVar[str] = "pairs fill n: more repeats, longer key gaps; vocab, noise fixed"
+    length_scaling: ClassVar[str] = "pairs fill n: more repeats, gaps up to n (most near K); vocab, noise fixed"
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {
         "tiny": {
             "task": "noisy-recall:vocab=16,noise_vocab=4,noise_fraction=0.2",
