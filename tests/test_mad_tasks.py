@@ -212,6 +212,9 @@ def test_mad_settings_are_mads_and_every_one_builds() -> None:
     noisy = [s for s in full if s.task == "noisy-recall"]
     assert noisy[0].label == "baseline" and noisy[0].spec == "noisy-recall"  # its defaults are MAD's baseline
     assert [s.label for s in noisy if "noise" in s.label] == [f"noise_fraction={f}" for f in (0.4, 0.6, 0.8)]
+    steps = {s.label: s.steps() for s in noisy}
+    assert steps["baseline"] == 20_000 and steps["train_size=800"] == 200 * 7  # MAD's 200 epochs of batch 128
+    assert all(s.steps() is None for s in quick if s.task != "memorization")  # the CPU version streams
 
 
 @pytest.mark.parametrize("name", [*NEW_TASKS, "mqar", "selective-copy"])
@@ -220,7 +223,8 @@ def test_mad_presets_make_valid_cells(name: str) -> None:
     for preset in presets:
         cell = get_preset(name, preset).cell("softmax")
         task_at_length(cell.task, cell.seq_len)
-    assert get_preset(name, "mad").model.d_model == 128 and get_preset(name, "mad").batch_size == 128
+    mad = get_preset(name, "mad")
+    assert mad.model.d_model == 128 and mad.batch_size == 128 and mad.steps == 200 * -(-mad.train_size // 128)
 
 
 # softmax learns each new task on its tiny preset --------------------------------------------------------------

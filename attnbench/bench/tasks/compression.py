@@ -23,14 +23,14 @@ import numpy as np
 import torch
 
 from attnbench.bench.tasks.base import IGNORE_INDEX, ModelKind, Task, TaskData
-from attnbench.bench.tasks.mad import MAD_QUICK_TRAINING, MAD_TRAINING
+from attnbench.bench.tasks.mad import mad_preset
 from attnbench.bench.tasks.registry import register_task
 from attnbench.core.errors import UserError
 
 PAD = 0
 FIRST_DATA = 1  # data tokens follow the padding token; the compression token comes last
 
-_QUICK = MAD_QUICK_TRAINING | {"task": "compression:vocab=16", "seq_len": 16, "steps": 800}
+_QUICK = mad_preset("compression", quick=True, steps=1500, time_budget_s=150.0)
 
 
 @register_task("compression")
@@ -56,7 +56,7 @@ class Compression(Task):
         },
         "quick": _QUICK,
         "mad-quick": _QUICK,  # the CPU-sized MAD suite uses the quick settings
-        "mad": MAD_TRAINING | {"task": "compression:vocab=16", "seq_len": 32},
+        "mad": mad_preset("compression"),
     }
 
     def __init__(self, *, seq_len: int = 32, vocab: int = 16) -> None:

@@ -24,14 +24,14 @@ import numpy as np
 import torch
 
 from attnbench.bench.tasks.base import IGNORE_INDEX, NO_DISTANCE, ModelKind, Split, Task, TaskData, split_rng
-from attnbench.bench.tasks.mad import MAD_QUICK_TRAINING, MAD_TRAINING
+from attnbench.bench.tasks.mad import mad_preset
 from attnbench.bench.tasks.registry import register_task
 from attnbench.core.errors import UserError
 
 PAD = 0
 FIRST_KEY = 1  # key tokens, then value tokens, follow the padding token
 
-_QUICK = MAD_QUICK_TRAINING | {"task": "fuzzy-recall:vocab=16,key_motif=2,value_motif=2", "seq_len": 32}
+_QUICK = mad_preset("fuzzy-recall", quick=True, steps=1500, time_budget_s=150.0)
 
 Motif = tuple[int, ...]
 
@@ -60,7 +60,7 @@ class FuzzyRecall(Task):
         },
         "quick": _QUICK,
         "mad-quick": _QUICK,  # the CPU-sized MAD suite uses the quick settings
-        "mad": MAD_TRAINING | {"task": "fuzzy-recall:vocab=16,key_motif=3,value_motif=3", "seq_len": 128},
+        "mad": mad_preset("fuzzy-recall"),
     }
 
     def __init__(self, *, seq_len: int = 128, vocab: int = 16, key_motif: int = 3, value_motif: int = 3) -> None:
@@ -120,15 +120,23 @@ class FuzzyRecall(Task):
 
     def _pairs(self, rng: np.random.Generator, *, longest_keys: bool) -> list[tuple[Motif, Motif]]:
         """One sequence's (key, value) motifs in order, the probe pair included twice (once last)."""
-        first_value = FIRST_KEY + self.num_keys
+        # every draw up front, one row per possible pair (a pair takes >= 2 tokens): motif i is the first
+        # size_i tokens of a random order of the alphabet, i.e. uniform over ordered distinct selections
+        rows = self.seq_len // 2 + 2
+        shortest_key = self.key_motif if longest_keys else 1
+        key_sizes = rng.integers(shortest_key, self.key_motif + 1, size=rows)
+        value_sizes = rng.integers(1, self.value_motif + 1, size=rows)
+        key_orders = FIRST_KEY + rng.random((rows, self.num_keys)).argsort(axis=1)
+        value_orders = FIRST_KEY + self.num_keys + rng.random((rows, self.num_values)).argsort(axis=1)
+        key_draws, value_draws = iter(range(rows)), iter(range(rows))
 
         def key() -> Motif:
-            size = self.key_motif if longest_keys else int(rng.integers(1, self.key_motif + 1))
-            return tuple((FIRST_KEY + rng.choice(self.num_keys, size, replace=False)).tolist())
+            i = next(key_draws)
+            return tuple(key_orders[i, : key_sizes[i]].tolist())
 
         def value() -> Motif:
-            size = int(rng.integers(1, self.value_motif + 1))
-            return tuple((first_value + rng.choice(self.num_values, size, replace=False)).tolist())
+            i = next(value_draws)
+            return tuple(value_orders[i, : value_sizes[i]].tolist())
 
         probe = key()
         value_of = {probe: value()}

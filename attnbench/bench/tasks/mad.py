@@ -23,18 +23,21 @@ tenth of the peak). A score is comparable to MAD's published ones only when run 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from attnbench.bench.tasks.registry import task_spec_with
+from attnbench.core.registry import format_value
 
 MAD_LR_GRID: tuple[float, ...] = (1e-4, 5e-4, 1e-3)
+MAD_EPOCHS = 200  # MAD trains for epochs over a fixed set: steps = epochs · train_size / batch size
 MAD_WEIGHT_DECAY_GRID: tuple[float, ...] = (0.0, 0.1)
 
 # MAD's training: batch 128, 200 epochs of 12 800 examples, width 128, two (mixer, MLP) blocks, 16 heads
 MAD_TRAINING: Mapping[str, Any] = {
-    "steps": 20_000,
+    "steps": 20_000,  # MAD_EPOCHS over 12 800 examples; mad_steps() for other sizes
     "batch_size": 128,
     "d_model": 128,
     "num_heads": 16,
@@ -78,6 +81,15 @@ class MadSetting:
     spec: str
     seq_len: int
     train_size: int | None  # None: fresh examples every step
+
+    def steps(self, batch_size: int = MAD_TRAINING["batch_size"]) -> int | None:
+        """MAD's steps for this setting (its epochs over the training set); None when examples stream."""
+        return mad_steps(self.train_size, batch_size)
+
+
+def mad_steps(train_size: int | None, batch_size: int = MAD_TRAINING["batch_size"]) -> int | None:
+    """Optimizer steps of MAD's :data:`MAD_EPOCHS` epochs over ``train_size`` examples."""
+    return None if train_size is None else MAD_EPOCHS * math.ceil(train_size / batch_size)
 
 
 @dataclass(frozen=True)
@@ -188,10 +200,25 @@ MAD_QUICK_TASKS: tuple[MadTask, ...] = (
         {"vocab": (30,), "seq_len": (128,), "tokens": (16,)},
     ),
     MadTask("compression", "compression", {"vocab": 16}, 16, None, {"vocab": (32,), "seq_len": (32,)}),
-    MadTask("memorization", "memorization", {"vocab": 64}, 32, 256, {"vocab": (128,)}),
+    MadTask("memorization", "memorization", {"vocab": 256}, 32, 256, {"vocab": (1024,)}),
 )
 
 
 def mad_settings(*, quick: bool = False) -> list[MadSetting]:
     """Every setting of the suite, task by task (MAD's own numbers, or the CPU-sized ones)."""
     return [setting for task in (MAD_QUICK_TASKS if quick else MAD_TASKS) for setting in task.settings()]
+
+
+def mad_preset(task: str, *, quick: bool = False, **overrides: Any) -> dict[str, Any]:
+    """Preset settings for ``task``'s MAD baseline: MAD's training (or the CPU-sized one) at its setting.
+
+    Tasks call this in their class body, before they are registered, so the spec is written, not parsed.
+    """
+    entry = {t.task: t for t in (MAD_QUICK_TASKS if quick else MAD_TASKS)}[task]
+    options = ",".join(f"{key}={format_value(value)}" for key, value in sorted(entry.options.items()))
+    settings = dict(MAD_QUICK_TRAINING if quick else MAD_TRAINING)
+    settings.update(task=f"{task}:{options}" if options else task, seq_len=entry.seq_len, train_size=entry.train_size)
+    if not quick:
+        settings["steps"] = mad_steps(entry.train_size, settings["batch_size"])
+    settings.update(overrides)
+    return settings

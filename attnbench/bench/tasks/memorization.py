@@ -22,14 +22,14 @@ import numpy as np
 import torch
 
 from attnbench.bench.tasks.base import IGNORE_INDEX, ModelKind, Task, TaskData
-from attnbench.bench.tasks.mad import MAD_QUICK_TRAINING, MAD_TRAINING
+from attnbench.bench.tasks.mad import mad_preset
 from attnbench.bench.tasks.registry import register_task
 from attnbench.core.errors import UserError
 
 PAD = 0
 FIRST_KEY = 1  # keys, then values, follow the padding token; the insert token comes last
 
-_QUICK = MAD_QUICK_TRAINING | {"task": "memorization:vocab=64", "seq_len": 32, "train_size": 256}
+_QUICK = mad_preset("memorization", quick=True)
 
 
 @register_task("memorization")
@@ -55,7 +55,7 @@ class Memorization(Task):
         },
         "quick": _QUICK,
         "mad-quick": _QUICK,  # the CPU-sized MAD suite uses the quick settings
-        "mad": MAD_TRAINING | {"task": "memorization:vocab=256", "seq_len": 32, "train_size": 256},
+        "mad": mad_preset("memorization"),
     }
 
     def __init__(self, *, seq_len: int = 32, vocab: int = 256, map_seed: int = 0) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from attnbench.bench.tasks.base import IGNORE_INDEX, NO_DISTANCE, ModelKind, Task, TaskData
-from attnbench.bench.tasks.mad import MAD_QUICK_TRAINING, MAD_TRAINING
+from attnbench.bench.tasks.mad import mad_preset
 from attnbench.bench.tasks.registry import register_task
 from attnbench.core.errors import UserError
 
@@ -48,8 +48,8 @@ class MultiQueryAssociativeRecall(Task):
     length_scaling: ClassVar[str] = "query distances span n; pairs = n/16 unless set (1 to vocab/2)"
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {
         # MAD's in-context recall baseline shape (n = 128, vocab 16, 12 800 training examples) on our layout
-        "mad": MAD_TRAINING | {"task": "mqar:vocab=16", "seq_len": 128, "train_size": 12_800},
-        "mad-quick": MAD_QUICK_TRAINING | {"task": "mqar:pairs=4,vocab=16", "seq_len": 64, "steps": 800},
+        "mad": mad_preset("mqar"),
+        "mad-quick": mad_preset("mqar", quick=True, steps=800),
     }
 
     def __init__(self, *, seq_len: int = 128, pairs: int | None = None, vocab: int = 64, power_a: float = 0.01) -> None:

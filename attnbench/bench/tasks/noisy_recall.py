@@ -24,15 +24,14 @@ import numpy as np
 import torch
 
 from attnbench.bench.tasks.base import IGNORE_INDEX, NO_DISTANCE, ModelKind, Task, TaskData
-from attnbench.bench.tasks.mad import MAD_QUICK_TRAINING, MAD_TRAINING
+from attnbench.bench.tasks.mad import mad_preset
 from attnbench.bench.tasks.registry import register_task
 from attnbench.core.errors import UserError
 
 PAD = 0
 FIRST_KEY = 1  # keys, values, then noise tokens follow the padding token
 
-_MAD_BASELINE = "noisy-recall:vocab=32,noise_vocab=16,noise_fraction=0.2"
-_QUICK = MAD_QUICK_TRAINING | {"task": _MAD_BASELINE, "seq_len": 32}
+_QUICK = mad_preset("noisy-recall", quick=True, steps=1500, time_budget_s=150.0)
 
 
 @register_task("noisy-recall")
@@ -59,7 +58,7 @@ class NoisyRecall(Task):
         },
         "quick": _QUICK,
         "mad-quick": _QUICK,  # the CPU-sized MAD suite uses the quick settings
-        "mad": MAD_TRAINING | {"task": _MAD_BASELINE, "seq_len": 128},
+        "mad": mad_preset("noisy-recall"),
     }
 
     def __init__(

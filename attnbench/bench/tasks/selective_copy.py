@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from attnbench.bench.tasks.base import ModelKind, Task, TaskData
-from attnbench.bench.tasks.mad import MAD_QUICK_TRAINING, MAD_TRAINING
+from attnbench.bench.tasks.mad import mad_preset
 from attnbench.bench.tasks.registry import register_task
 from attnbench.core.errors import UserError
 
@@ -38,8 +38,8 @@ class SelectiveCopy(Task):
     model_kind: ClassVar[ModelKind] = "seq2seq"
     length_scaling: ClassVar[str] = "tokens fixed; blanks between them grow (spacing n/tokens)"
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {
-        "mad": MAD_TRAINING | {"task": "selective-copy:tokens=16,vocab=14", "seq_len": 256},
-        "mad-quick": MAD_QUICK_TRAINING | {"task": "selective-copy:tokens=8,vocab=14", "seq_len": 64, "steps": 800},
+        "mad": mad_preset("selective-copy"),
+        "mad-quick": mad_preset("selective-copy", quick=True, steps=800),
     }
     bos_id: ClassVar[int | None] = BOS
     eos_id: ClassVar[int | None] = EOS
