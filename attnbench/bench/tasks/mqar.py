@@ -10,9 +10,9 @@ Length scaling (Zoology): the query slots span the whole sequence, so key–quer
 ``pairs`` left unset grows too, n / 16 (Zoology's 64 → 4, 128 → 8, 256 → 16), capped at ``vocab / 2``
 (keys are distinct). Set ``pairs`` to hold it fixed so that lengths compare on distance alone.
 
-MAD's in-context recall (Poli et al. 2024) differs: its keys repeat across the sequence (every token is a
-key–value pair, keys drawn with replacement from vocab / 2) and every repeat is scored; MAD's vocab 16
-counts keys and values as ours does. ``noisy-recall:noise_fraction=0`` is MAD's layout exactly. MAD also
+MAD's in-context recall (Poli et al. 2024) differs: the whole sequence is key–value pairs, keys drawn with
+replacement from vocab / 2, and every repeat of a key is scored; ``noisy-recall:vocab=16,noise_vocab=0,
+noise_fraction=0`` is MAD's layout exactly (MAD's vocab 16 counts keys and values, as ours does). MAD also
 trains on every next token and scores only the recalls; we train and score the queries alone.
 """
 

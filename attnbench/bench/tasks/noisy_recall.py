@@ -5,7 +5,7 @@ alphabet) with probability ``noise_fraction``, otherwise a key followed by its v
 replacement from ``K`` key tokens and each key keeps, within a sequence, the value it got at its first
 appearance (drawn uniformly from ``V`` value tokens, so two keys may share one). Whenever a key reappears,
 the model must predict its value at the key's position; the last slot always repeats a key seen before.
-With ``noise_fraction=0,noise_vocab=0`` this is MAD's in-context recall.
+With ``noise_vocab=0,noise_fraction=0`` this is MAD's in-context recall (its baseline: ``vocab=16``).
 
 ``vocab`` is MAD's ``vocab_size``: keys, values and noise tokens (``K = (vocab - noise_vocab) // 2``);
 token 0 is padding (an odd n starts with it). A scored slot's distance is how far back the key last occurred.
