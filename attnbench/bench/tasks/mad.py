@@ -176,7 +176,7 @@ MAD_TASKS: tuple[MadTask, ...] = (
 # Fuzzy recall uses 4 key tokens (vocab 10): with MAD's 7 a repeat is rare at n = 32 and softmax was still
 # at 0.38 after 1500 steps, where vocab 10 reached 0.99 in 1050
 MAD_QUICK_TASKS: tuple[MadTask, ...] = (
-    MadTask("mqar", "in-context-recall", {"vocab": 16, "pairs": 4}, 64, None, {"vocab": (32,), "seq_len": (128,)}),
+    MadTask("mqar", "in-context-recall", {"vocab": 16, "pairs": 4}, 32, None, {"vocab": (32,), "seq_len": (64,)}),
     MadTask(
         "fuzzy-recall",
         "fuzzy-in-context-recall",

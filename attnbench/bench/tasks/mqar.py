@@ -49,7 +49,7 @@ class MultiQueryAssociativeRecall(Task):
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {
         # MAD's in-context recall baseline shape (n = 128, vocab 16, 12 800 training examples) on our layout
         "mad": mad_preset("mqar"),
-        "mad-quick": mad_preset("mqar", quick=True, steps=800),
+        "mad-quick": mad_preset("mqar", quick=True, steps=700),
     }
 
     def __init__(self, *, seq_len: int = 128, pairs: int | None = None, vocab: int = 64, power_a: float = 0.01) -> None:
