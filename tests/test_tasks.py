@@ -280,7 +280,8 @@ def test_builtin_tasks_are_registered_with_a_model_kind() -> None:
 
 
 def test_task_specs_are_canonical_and_validated() -> None:
-    assert canonical_task_spec("mqar:vocab=64,pairs=8") == "mqar"  # defaults dropped
+    assert canonical_task_spec("mqar:vocab=64") == "mqar"  # defaults dropped
+    assert canonical_task_spec("mqar:pairs=8") == "mqar:pairs=8"  # set pairs stay fixed along n
     assert canonical_task_spec("mqar:vocab=32,pairs=4") == "mqar:pairs=4,vocab=32"
     assert task_spec_with("mqar:pairs=4", seq_len=256) == "mqar:pairs=4,seq_len=256"
     assert task_spec_with("mqar:pairs=4,seq_len=256", seq_len=None) == "mqar:pairs=4"

@@ -8,6 +8,7 @@ import importlib
 import pkgutil
 
 from attnbench.bench.tasks.base import (
+    CAUSAL_MODEL_KINDS,
     IGNORE_INDEX,
     ModelKind,
     Split,
@@ -15,6 +16,7 @@ from attnbench.bench.tasks.base import (
     TaskData,
     majority_accuracy,
 )
+from attnbench.bench.tasks.lengths import check_task_lengths, length_scaling, task_at_length, task_spec_at_length
 from attnbench.bench.tasks.registry import (
     TASKS,
     available_tasks,
@@ -26,6 +28,7 @@ from attnbench.bench.tasks.registry import (
 )
 
 __all__ = [
+    "CAUSAL_MODEL_KINDS",
     "IGNORE_INDEX",
     "TASKS",
     "ModelKind",
@@ -34,10 +37,14 @@ __all__ = [
     "TaskData",
     "available_tasks",
     "canonical_task_spec",
+    "check_task_lengths",
     "create_task",
+    "length_scaling",
     "majority_accuracy",
     "register_task",
+    "task_at_length",
     "task_class",
+    "task_spec_at_length",
     "task_spec_with",
 ]
 

@@ -18,7 +18,9 @@ from torch import Tensor
 
 from attnbench.core.errors import UserError
 
-ModelKind = Literal["classifier", "lm", "seq2seq"]
+ModelKind = Literal["classifier", "lm", "seq2seq", "autoencoder"]
+# kinds whose self-attention is causal: a variant without a causal mode cannot run them
+CAUSAL_MODEL_KINDS: frozenset[ModelKind] = frozenset({"lm", "seq2seq", "autoencoder"})
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
 
@@ -122,6 +124,12 @@ class Task:
     with defaults and type hints (the registry reads them; ``seq_len`` is the option a sweep's
     ``--seq-len`` sets), and implement :meth:`generate`.
 
+    The length axis: ``length_scaling`` says in one line how the task's difficulty follows ``seq_len`` = n
+    (``attnbench list --tasks`` prints it). An option whose value follows n defaults to ``None``, which the
+    constructor resolves by the task's scaling rule, so an option set in a spec or preset always wins and
+    ``task_spec_with(spec, seq_len=n)`` is the task at length n (see :mod:`attnbench.bench.tasks.lengths`).
+    A length the task cannot take raises :class:`UserError` from the constructor, in one line.
+
     ``presets`` gives a task the accuracy benchmark has no built-in preset for (a plugin's) its own training
     settings per preset name, e.g. ``{"quick": {"steps": 300, "seq_len": 64, "d_model": 32}}``: any
     training setting or model-size field of :mod:`attnbench.bench.accuracy`, plus ``seeds`` and ``task`` (a
@@ -130,6 +138,7 @@ class Task:
     """
 
     model_kind: ClassVar[ModelKind]
+    length_scaling: ClassVar[str] = "n only: every other option stays as set"
     has_distances: ClassVar[bool] = False  # whether TaskData.distances is filled in
     pad_id: ClassVar[int] = 0
     bos_id: ClassVar[int | None] = None  # seq2seq tasks: start-of-output token

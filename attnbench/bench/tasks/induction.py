@@ -3,6 +3,9 @@
 The model (a decoder LM) must predict, at the final trigger, the token that followed the first one — the
 pattern ``[A][B] ... [A] → [B]`` that two-layer attention models solve with an induction head. One scored
 position per sequence; its distance is how far back the first trigger sits.
+
+Length scaling: the first trigger is uniform over the sequence, so the copy distance grows with n (about
+n / 2 on average) and there is more random text to ignore; the vocabulary stays fixed.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class Induction(Task):
 
     model_kind: ClassVar[ModelKind] = "lm"
     has_distances: ClassVar[bool] = True
+    length_scaling: ClassVar[str] = "trigger uniform over n: copy distance ~n/2; vocab fixed"
 
     def __init__(self, *, seq_len: int = 128, vocab: int = 16) -> None:
         super().__init__(seq_len=seq_len)

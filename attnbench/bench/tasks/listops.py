@@ -8,6 +8,9 @@ the left-nested pairs wrapped in parentheses: ``[MAX 2 9 ]`` is ``( ( ( [MAX 2 )
 
 The model sees the tokens without parentheses (the ``]`` carry the structure), padded to ``seq_len - 1``;
 with the classifier's CLS slot the encoder runs on exactly ``seq_len`` positions (LRA's ``max_length``).
+
+Length scaling: LRA's generator at max_length = n, trees strictly between ``min_len`` (n / 4 unless set)
+and n tokens; depth and arity limits stay fixed, so longer n means bigger trees, not deeper ones.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ DIGITS: tuple[str, ...] = tuple(str(d) for d in range(10))
 OPEN_PAREN, CLOSE_PAREN = "(", ")"
 LEAF_PROBABILITY_THRESHOLD = 0.25  # LRA's VALUE_P: a draw above it makes a leaf
 NUM_CLASSES = 10
+SMALLEST_OPERATOR_TREE = 4  # [OP d d ]: one operator, two digits, its ']'
 TSV_HEADER = ("Source", "Target")
 LRA_FILE = "basic_{split}.tsv"  # the names in the LRA release's listops-1000/ folder
 
@@ -262,6 +266,7 @@ class ListOps(Task):
     """
 
     model_kind: ClassVar[ModelKind] = "classifier"
+    length_scaling: ClassVar[str] = "LRA's generator at max_length n: trees of n/4..n tokens (min_len unless set)"
 
     def __init__(
         self,
@@ -289,6 +294,12 @@ class ListOps(Task):
             raise UserError(
                 f"listops: trees of max_depth={max_depth}, max_args={max_args} have at most {longest} tokens, "
                 f"never more than min_len={self.min_len}; raise max_depth or lower min_len"
+            )
+        if data_dir is None and self.min_len >= 1 and seq_len - 1 < max(self.min_len + 1, SMALLEST_OPERATOR_TREE):
+            raise UserError(
+                f"listops: seq_len={seq_len} is too short: a tree has 1 or >= {SMALLEST_OPERATOR_TREE} tokens, "
+                f"none lies strictly between min_len={self.min_len} and seq_len; use seq_len >= "
+                f"{max(self.min_len + 1, SMALLEST_OPERATOR_TREE) + 1}"
             )
 
     @property

@@ -1,7 +1,8 @@
 """Tasks ↔ the skeleton: build the model a task's ``model_kind`` asks for, its logits, loss and scores.
 
 Classifier tasks run on :class:`EncoderClassifier` (CLS pooling), LM tasks on :class:`DecoderLM`,
-seq2seq tasks on :class:`Seq2Seq` (teacher-forced). One loss and one score serve all three: cross-entropy
+seq2seq tasks on :class:`Seq2Seq` (teacher-forced), autoencoder tasks (compression) on
+:class:`~attnbench.bench.tasks.autoencoder.BottleneckAutoencoder`. One loss and one score serve all three: cross-entropy
 and argmax accuracy over the slots whose target is not ``IGNORE_INDEX``.
 """
 
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnbench.bench.tasks.autoencoder import AutoencoderConfig, BottleneckAutoencoder
 from attnbench.bench.tasks.base import IGNORE_INDEX, ModelKind, Task, TaskData, bucket_lower_bound, distance_bucket
 from attnbench.core.positional import PositionalKind
 from attnbench.core.skeleton import (
@@ -63,10 +65,15 @@ def _seq2seq(task: Task, common: dict[str, Any]) -> nn.Module:
     return Seq2Seq(Seq2SeqConfig(**common, bos_id=task.bos_id, eos_id=task.eos_id))
 
 
+def _autoencoder(task: Task, common: dict[str, Any]) -> nn.Module:
+    return BottleneckAutoencoder(AutoencoderConfig(**common))
+
+
 _BUILDERS: dict[ModelKind, Callable[[Task, dict[str, Any]], nn.Module]] = {
     "classifier": _classifier,
     "lm": _lm,
     "seq2seq": _seq2seq,
+    "autoencoder": _autoencoder,
 }
 
 
@@ -89,7 +96,10 @@ def build_model(task: Task, attention: str, size: ModelSize) -> nn.Module:
 
 
 def logits_of(model: nn.Module, kind: ModelKind, batch: TaskData) -> Tensor:
-    """Logits aligned with ``batch.targets``: (B, classes), (B, S, vocab) or (B, T, vocab)."""
+    """Logits aligned with ``batch.targets``: (B, classes), (B, S, vocab) or (B, T, vocab).
+
+    Every kind but seq2seq reads ``batch.inputs`` alone (the autoencoder returns (B, S, vocab)).
+    """
     if kind == "seq2seq":
         if batch.decoder_inputs is None:
             raise ValueError("a seq2seq batch needs decoder_inputs")

@@ -5,16 +5,27 @@ vocabulary, distinct values from the other), then every key appears once more as
 position; everything else is a blank token. At a query position the model must predict the value that
 followed that key. Query slots sit at even offsets after the pairs, drawn without replacement with
 probability ∝ gap^(power_a − 1) (Zoology's power law: most queries come soon, some come late).
+
+Length scaling (Zoology): the query slots span the whole sequence, so key–query distances grow with n;
+``pairs`` left unset grows too, n / 16 (Zoology's 64 → 4, 128 → 8, 256 → 16), capped at ``vocab / 2``
+(keys are distinct). Set ``pairs`` to hold it fixed so that lengths compare on distance alone.
+
+MAD's in-context recall (Poli et al. 2024) differs: the whole sequence is key–value pairs, keys drawn with
+replacement from vocab / 2, and every repeat of a key is scored; ``noisy-recall:vocab=16,noise_vocab=0,
+noise_fraction=0`` is MAD's layout exactly (MAD's vocab 16 counts keys and values, as ours does). MAD also
+trains on every next token and scores only the recalls; we train and score the queries alone.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from attnbench.bench.tasks.base import IGNORE_INDEX, NO_DISTANCE, ModelKind, Task, TaskData
+from attnbench.bench.tasks.mad import mad_preset
 from attnbench.bench.tasks.registry import register_task
 from attnbench.core.errors import UserError
 
@@ -22,15 +33,29 @@ PAD, BLANK = 0, 1
 FIRST_KEY = 2  # keys, then values, follow the two special tokens
 
 
+PAIRS_PER_TOKEN = 1 / 16  # unset pairs follow n: Zoology's ratio
+
+
 @register_task("mqar")
 class MultiQueryAssociativeRecall(Task):
-    """``vocab`` key and value tokens (half each), ``pairs`` pairs per sequence, ``seq_len`` tokens in all."""
+    """``vocab`` key and value tokens (half each), ``pairs`` pairs per sequence, ``seq_len`` tokens in all.
+
+    ``pairs`` unset (None) is ``seq_len / 16``, between 1 and ``vocab / 2``.
+    """
 
     model_kind: ClassVar[ModelKind] = "lm"
     has_distances: ClassVar[bool] = True
+    length_scaling: ClassVar[str] = "query distances span n; pairs = n/16 unless set (1 to vocab/2)"
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        # MAD's in-context recall baseline shape (n = 128, vocab 16, 12 800 training examples) on our layout
+        "mad": mad_preset("mqar"),
+        "mad-quick": mad_preset("mqar", quick=True, steps=700),
+    }
 
-    def __init__(self, *, seq_len: int = 128, pairs: int = 8, vocab: int = 64, power_a: float = 0.01) -> None:
+    def __init__(self, *, seq_len: int = 128, pairs: int | None = None, vocab: int = 64, power_a: float = 0.01) -> None:
         super().__init__(seq_len=seq_len)
+        if pairs is None:
+            pairs = min(max(1, round(seq_len * PAIRS_PER_TOKEN)), max(1, vocab // 2))
         self.pairs = pairs
         self.vocab = vocab
         self.power_a = power_a

@@ -3,16 +3,27 @@
 The source holds ``tokens`` data tokens at random positions among blank tokens; the decoder, teacher-forced
 from BOS, must output the data tokens in order. Solving it takes content-aware selection: which positions
 hold data varies per example, so no fixed positional pattern suffices.
+
+Length scaling: ``tokens`` stays fixed (16 unless set) while n grows, so the blanks between data tokens
+(n / tokens on average) and the distance from a data token to its output slot grow with n; n below
+``tokens`` is refused.
+
+MAD's selective copying (Poli et al. 2024) is the same task on a decoder-only model: source, a copy
+token, then the answer slots in one sequence of n (MAD's n = 256 holds a 239-token source); its
+``vocab_size`` 16 counts blank and copy, so MAD's baseline is ``tokens=16,vocab=14``. MAD's generator
+draws the blank positions from numpy's global RNG; ours come from the cell's generator.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from attnbench.bench.tasks.base import ModelKind, Task, TaskData
+from attnbench.bench.tasks.mad import mad_preset
 from attnbench.bench.tasks.registry import register_task
 from attnbench.core.errors import UserError
 
@@ -25,13 +36,21 @@ class SelectiveCopy(Task):
     """``tokens`` data tokens over a ``vocab``-token alphabet scattered in a ``seq_len``-token source."""
 
     model_kind: ClassVar[ModelKind] = "seq2seq"
+    length_scaling: ClassVar[str] = "tokens fixed; blanks between them grow (spacing n/tokens)"
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "mad": mad_preset("selective-copy"),
+        "mad-quick": mad_preset("selective-copy", quick=True, steps=800),
+    }
     bos_id: ClassVar[int | None] = BOS
     eos_id: ClassVar[int | None] = EOS
 
     def __init__(self, *, seq_len: int = 256, tokens: int = 16, vocab: int = 16) -> None:
         super().__init__(seq_len=seq_len)
         if not 1 <= tokens <= seq_len:
-            raise UserError(f"selective-copy: tokens must be between 1 and seq_len={seq_len}, got {tokens}")
+            raise UserError(
+                f"selective-copy: tokens={tokens} data tokens do not fit in seq_len={seq_len}; "
+                f"use seq_len >= {tokens} or fewer tokens"
+            )
         if vocab < 2:
             raise UserError(f"selective-copy: vocab must be >= 2, got {vocab}")
         self.tokens = tokens
