@@ -324,9 +324,9 @@ def accuracy_command(
     )
     from attnbench.bench.console import accuracy_table
     from attnbench.bench.session import new_run, open_for_resume, session
-    from attnbench.bench.tasks import available_tasks
     from attnbench.bench.workers import LocalExecutor
     from attnbench.core.registry import loaded_plugins
+    from attnbench.tasks import available_tasks
 
     device = _device_option(device)
     if resume is not None:

@@ -17,10 +17,10 @@ from attnbench.bench.accuracy import (
     run_accuracy_cell,
 )
 from attnbench.bench.results import ACCURACY_COLUMNS, BY_DISTANCE_COLUMNS, CURVES_COLUMNS
-from attnbench.bench.tasks.models import ModelSize
 from attnbench.core.attention import Attention
 from attnbench.core.errors import UserError
 from attnbench.core.registry import ATTENTION
+from attnbench.tasks.models import ModelSize
 
 TINY_TASKS = {
     "listops": "listops:seq_len=32,min_len=8",

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from attnbench.bench.accuracy import get_preset
 from attnbench.bench.accuracy_sweep import TaskPlan
-from attnbench.bench.tasks import TASKS, ModelKind, Task
 from attnbench.cli import app
+from attnbench.tasks import TASKS, ModelKind, Task
 
 runner = CliRunner()
 TINY = ["--steps", "2", "--d-model", "16", "--layers", "1", "--heads", "2", "--threads", "1"]
@@ -124,7 +124,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from attnbench.bench.tasks import Task, TaskData, register_task
+from attnbench.tasks import Task, TaskData, register_task
 
 
 class FirstToken(Task):

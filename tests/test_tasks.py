@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from attnbench.bench.tasks import (
+from attnbench.core.errors import UserError
+from attnbench.core.registry import SpecError
+from attnbench.tasks import (
     IGNORE_INDEX,
     TASKS,
     available_tasks,
@@ -18,9 +20,9 @@ from attnbench.bench.tasks import (
     majority_accuracy,
     task_spec_with,
 )
-from attnbench.bench.tasks.base import TaskData, distance_bucket
-from attnbench.bench.tasks.induction import TRIGGER
-from attnbench.bench.tasks.listops import (
+from attnbench.tasks.base import TaskData, distance_bucket
+from attnbench.tasks.induction import TRIGGER
+from attnbench.tasks.listops import (
     ListOps,
     evaluate,
     grow_tree,
@@ -31,11 +33,9 @@ from attnbench.bench.tasks.listops import (
     tree_length,
     write_tsv,
 )
-from attnbench.bench.tasks.mqar import BLANK, FIRST_KEY
-from attnbench.bench.tasks.selective_copy import BLANK as COPY_BLANK
-from attnbench.bench.tasks.selective_copy import BOS
-from attnbench.core.errors import UserError
-from attnbench.core.registry import SpecError
+from attnbench.tasks.mqar import BLANK, FIRST_KEY
+from attnbench.tasks.selective_copy import BLANK as COPY_BLANK
+from attnbench.tasks.selective_copy import BOS
 
 # small specs of the built-in tasks, cheap enough to generate in every test
 SMALL_SPECS = {

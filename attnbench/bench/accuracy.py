@@ -8,7 +8,7 @@ minutes (``quick-512``), twice the steps with three seeds (``standard``) and LRA
 configuration (``lra``).
 
 A task without a built-in preset (a plugin's) brings its own through its class attribute
-:attr:`Task.presets <attnbench.bench.tasks.Task.presets>`, e.g.
+:attr:`Task.presets <attnbench.tasks.Task.presets>`, e.g.
 ``presets = {"quick": {"steps": 300, "seq_len": 64, "d_model": 32}}``: each preset's settings (any
 :class:`TrainingSettings` or :class:`ModelSize` field, plus ``seeds``) go on top of generic defaults for a
 small model on a CPU. Without settings of its own a task still gets ``quick`` (those defaults, the task's
@@ -37,7 +37,11 @@ import torch
 from torch import nn
 
 from attnbench.bench.results import ACCURACY_COLUMNS
-from attnbench.bench.tasks import (
+from attnbench.bench.train import Evaluation, StepInfo, TrainConfig, TrainResult, train
+from attnbench.core.errors import UserError
+from attnbench.core.registry import attention_class, parse_attention_spec
+from attnbench.core.skeleton import resolve_cross_spec
+from attnbench.tasks import (
     Split,
     Task,
     TaskData,
@@ -47,11 +51,7 @@ from attnbench.bench.tasks import (
     task_class,
     task_spec_with,
 )
-from attnbench.bench.tasks.models import ModelSize, Scores, build_model, logits_of, loss_of, score
-from attnbench.bench.train import Evaluation, StepInfo, TrainConfig, TrainResult, train
-from attnbench.core.errors import UserError
-from attnbench.core.registry import attention_class, parse_attention_spec
-from attnbench.core.skeleton import resolve_cross_spec
+from attnbench.tasks.models import ModelSize, Scores, build_model, logits_of, loss_of, score
 
 TRAIN_CHUNK_BATCHES = 32  # a streamed train split is generated this many batches at a time
 

@@ -19,11 +19,11 @@ import pandas as pd
 
 from attnbench.bench.accuracy import AccuracyCell, get_preset, run_accuracy_cell
 from attnbench.bench.results import ACCURACY_COLUMNS, BY_DISTANCE_COLUMNS, CURVES_COLUMNS, RunDir
-from attnbench.bench.tasks import available_tasks, canonical_task_spec, create_task, task_class, task_spec_with
-from attnbench.bench.tasks.models import ModelSize
 from attnbench.bench.workers import Executor
 from attnbench.core.errors import UserError
 from attnbench.core.registry import attention_class, canonical_spec, options_of, parse_attention_spec, split_spec
+from attnbench.tasks import available_tasks, canonical_task_spec, create_task, task_class, task_spec_with
+from attnbench.tasks.models import ModelSize
 
 PROGRESS_EVERY_S = 0.5
 DEFAULT_THREADS = 1  # the quick presets' small models train several times faster on one thread than on two

@@ -12,9 +12,9 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from attnbench.bench.tasks.base import ModelKind, Task, TaskData
-from attnbench.bench.tasks.registry import register_task
 from attnbench.core.errors import UserError
+from attnbench.tasks.base import ModelKind, Task, TaskData
+from attnbench.tasks.registry import register_task
 
 PAD, BOS, EOS, BLANK = 0, 1, 2, 3
 FIRST_DATA = 4  # data tokens follow the four special tokens

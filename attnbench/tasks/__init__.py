@@ -7,7 +7,7 @@ Every module in this package is imported here, so adding a task is adding a file
 import importlib
 import pkgutil
 
-from attnbench.bench.tasks.base import (
+from attnbench.tasks.base import (
     IGNORE_INDEX,
     ModelKind,
     Split,
@@ -15,7 +15,7 @@ from attnbench.bench.tasks.base import (
     TaskData,
     majority_accuracy,
 )
-from attnbench.bench.tasks.registry import (
+from attnbench.tasks.registry import (
     TASKS,
     available_tasks,
     canonical_task_spec,

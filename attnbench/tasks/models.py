@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnbench.bench.tasks.base import IGNORE_INDEX, ModelKind, Task, TaskData, bucket_lower_bound, distance_bucket
 from attnbench.core.positional import PositionalKind
 from attnbench.core.skeleton import (
     DecoderLM,
@@ -25,6 +24,7 @@ from attnbench.core.skeleton import (
     Seq2Seq,
     Seq2SeqConfig,
 )
+from attnbench.tasks.base import IGNORE_INDEX, ModelKind, Task, TaskData, bucket_lower_bound, distance_bucket
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,9 +12,9 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from attnbench.bench.tasks.base import IGNORE_INDEX, NO_DISTANCE, ModelKind, Task, TaskData
-from attnbench.bench.tasks.registry import register_task
 from attnbench.core.errors import UserError
+from attnbench.tasks.base import IGNORE_INDEX, NO_DISTANCE, ModelKind, Task, TaskData
+from attnbench.tasks.registry import register_task
 
 PAD, TRIGGER = 0, 1
 FIRST_TEXT = 2  # random-text tokens follow the two special tokens

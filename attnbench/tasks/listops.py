@@ -23,9 +23,9 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from attnbench.bench.tasks.base import SPLITS, ModelKind, Split, Task, TaskData, split_rng
-from attnbench.bench.tasks.registry import register_task
 from attnbench.core.errors import UserError
+from attnbench.tasks.base import SPLITS, ModelKind, Split, Task, TaskData, split_rng
+from attnbench.tasks.registry import register_task
 
 MIN, MAX, MED, SUM_MOD, END = "[MIN", "[MAX", "[MED", "[SM", "]"
 OPERATORS: tuple[str, ...] = (MIN, MAX, MED, SUM_MOD)

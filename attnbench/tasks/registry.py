@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from attnbench.bench.tasks.base import Task
 from attnbench.core.registry import Registry, SpecError, format_value, split_spec
+from attnbench.tasks.base import Task
 
 TASKS: Registry[Task] = Registry(kind="task", base=Task, entry_point_group="attnbench.task")
 register_task: Callable[[str], Callable[[type[Task]], type[Task]]] = TASKS.register
