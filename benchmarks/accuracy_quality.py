@@ -19,8 +19,8 @@ import time
 import torch
 
 from attnbench import available_attention
-from attnbench.bench.accuracy import AccuracyCellResult, get_preset, run_accuracy_cell
 from attnbench.core.registry import SpecError, parse_attention_spec
+from attnbench.training.cell import AccuracyCellResult, get_preset, run_accuracy_cell
 
 DEFAULT_VARIANTS = {
     "mqar": ["softmax", "window:radius=4", "linear", "performer", "performer:features=64", "bigbird:block=8"],

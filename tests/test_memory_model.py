@@ -6,7 +6,6 @@ Ratios within one run only: no absolute thresholds that a noisy machine could br
 from __future__ import annotations
 
 import pytest
-
 from attnbench.bench.complexity import predicted_peak
 from attnbench.bench.measure import CellSpec
 from attnbench.bench.workers import LocalExecutor
