@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -321,3 +321,32 @@ def pareto_front(frame: pd.DataFrame, cost: str, value: str) -> pd.Series:
     order = valid.sort_values([cost, value], ascending=[True, False])
     best_before = order[value].cummax().shift(fill_value=-math.inf)
     return (order[value] > best_before).reindex(frame.index, fill_value=False)
+
+
+def log_crossing(slower: tuple[float, float], faster: tuple[float, float]) -> float:
+    """The n at which a time ratio (variant / baseline) crosses 1 between two lengths, on log-log axes.
+
+    ``slower`` is (n, ratio ≥ 1), ``faster`` is (n, ratio < 1).
+    """
+    (n0, r0), (n1, r1) = slower, faster
+    t = math.log(r0) / (math.log(r0) - math.log(r1))
+    return math.exp(math.log(n0) + t * (math.log(n1) - math.log(n0)))
+
+
+def crossover_n(ours: Mapping[int, float], base: Mapping[int, float]) -> tuple[float | None, str]:
+    """Where ``ours`` becomes faster than ``base`` for every larger measured n (log-interpolated).
+
+    Returns (n, how): how is "always" (faster at every n; n is the smallest), "never" (not faster at the
+    largest n; n is None), "crossing" (n interpolated), or "no data".
+    """
+    sizes = sorted(set(ours) & set(base))
+    if not sizes:
+        return None, "no data"
+    faster = [ours[n] < base[n] for n in sizes]
+    if all(faster):
+        return float(sizes[0]), "always"
+    if not faster[-1]:
+        return None, "never"
+    last_slow = max(i for i, f in enumerate(faster) if not f)
+    a, b = sizes[last_slow], sizes[last_slow + 1]
+    return log_crossing((a, ours[a] / base[a]), (b, ours[b] / base[b])), "crossing"
