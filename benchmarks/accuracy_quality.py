@@ -20,7 +20,9 @@ import torch
 
 from attnbench import available_attention
 from attnbench.core.registry import SpecError, parse_attention_spec
-from attnbench.training.cell import AccuracyCellResult, get_preset, run_accuracy_cell
+from attnbench.training.cell import run_accuracy_cell
+from attnbench.training.presets import get_preset
+from attnbench.training.settings import AccuracyCellResult
 
 DEFAULT_VARIANTS = {
     "mqar": ["softmax", "window:radius=4", "linear", "performer", "performer:features=64", "bigbird:block=8"],

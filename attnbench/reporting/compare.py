@@ -15,9 +15,9 @@ import pandas as pd
 
 from attnbench.core.errors import UserError
 from attnbench.reporting.analysis import accuracy_spread
-from attnbench.reporting.report import RunData, load_run
 from attnbench.reporting.units import human_bytes, human_percent, human_seconds
 from attnbench.runs.environment import same_machine
+from attnbench.runs.loading import RunData, load_run
 
 COMPLEXITY_KEY = ("spec", "scope", "pass", "batch", "heads", "head_dim", "seq_len", "causal", "dtype", "device")
 ACCURACY_KEY = ("task", "seq_len", "spec")

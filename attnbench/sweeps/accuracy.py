@@ -28,7 +28,8 @@ from attnbench.runs.schema import (
 )
 from attnbench.sweeps.events import CellFinished, CellProgress, CellStarted, OnEvent, PhaseStarted, ignore
 from attnbench.tasks import available_tasks, canonical_task_spec, create_task, task_class, task_spec_with
-from attnbench.training.cell import AccuracyCell, AccuracyCellResult, get_preset
+from attnbench.training.presets import get_preset
+from attnbench.training.settings import AccuracyCell, AccuracyCellResult
 from attnbench.training.worker import TrainingJob, train_cell
 
 DEFAULT_THREADS = 1  # the quick presets' small models train several times faster on one thread than on two

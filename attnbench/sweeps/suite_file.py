@@ -235,7 +235,8 @@ def _check_complexity(section: ComplexitySection, where: str) -> None:
 def _check_task(task: TaskEntry, where: str, label: str) -> None:
     from attnbench.tasks import canonical_task_spec
     from attnbench.tasks.models import ModelSize
-    from attnbench.training.cell import AccuracyCell, get_preset
+    from attnbench.training.presets import get_preset
+    from attnbench.training.settings import AccuracyCell
 
     if isinstance(task.seeds, int) and task.seeds < 1:
         raise UserError(f"{where}: {label}.seeds: must be >= 1 (a count) or a list of seeds, got {task.seeds}")

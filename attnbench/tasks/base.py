@@ -124,9 +124,9 @@ class Task:
 
     ``presets`` gives a task the accuracy benchmark has no built-in preset for (a plugin's) its own training
     settings per preset name, e.g. ``{"quick": {"steps": 300, "seq_len": 64, "d_model": 32}}``: any
-    training setting or model-size field of :mod:`attnbench.training.cell`, plus ``seeds`` and ``task`` (a
+    training setting or model-size field of :mod:`attnbench.training.settings`, plus ``seeds`` and ``task`` (a
     spec with default options). Unset settings, and a task with no presets at all, get generic ``quick``
-    defaults (see :func:`attnbench.training.cell.get_preset`).
+    defaults (see :func:`attnbench.training.presets.get_preset`).
     """
 
     model_kind: ClassVar[ModelKind]

@@ -10,8 +10,9 @@ from typing import Any
 
 import torch
 
-from attnbench.training.cell import AccuracyCell, AccuracyCellResult, run_accuracy_cell
+from attnbench.training.cell import run_accuracy_cell
 from attnbench.training.loop import StepInfo
+from attnbench.training.settings import AccuracyCell, AccuracyCellResult
 
 PROGRESS_EVERY_S = 0.5
 

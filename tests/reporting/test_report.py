@@ -25,7 +25,8 @@ import pytest
 
 from attnbench.core.errors import UserError
 from attnbench.reporting.analysis import accuracy_spread, accuracy_verdicts, recommendations
-from attnbench.reporting.report import header_section, load_run, partial_notes, write_report
+from attnbench.reporting.report import header_section, partial_notes, write_report
+from attnbench.runs.loading import load_run
 from attnbench.runs.rundir import CsvAppender, write_json_atomic
 from attnbench.runs.schema import ACCURACY_COLUMNS, APPROXIMATION_COLUMNS, BY_DISTANCE_COLUMNS, COMPLEXITY_COLUMNS
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from attnbench.cli import app
 from attnbench.sweeps.accuracy import TaskPlan
 from attnbench.tasks import TASKS, ModelKind, Task
-from attnbench.training.cell import get_preset
+from attnbench.training.presets import get_preset
 
 runner = CliRunner()
 TINY = ["--steps", "2", "--d-model", "16", "--layers", "1", "--heads", "2", "--threads", "1"]

@@ -7,7 +7,7 @@ import torch
 
 from attnbench.core.baseline import BASELINE
 from attnbench.tasks import IGNORE_INDEX, Task, available_tasks, canonical_task_spec, create_task
-from attnbench.training.cell import get_preset
+from attnbench.training.presets import get_preset
 from tests.tasks.test_tasks import SMALL_SPECS
 
 TASKS = available_tasks()

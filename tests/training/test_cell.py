@@ -15,12 +15,9 @@ from attnbench.core.errors import UserError
 from attnbench.core.registry import ATTENTION
 from attnbench.runs.schema import ACCURACY_COLUMNS, BY_DISTANCE_COLUMNS, CURVES_COLUMNS
 from attnbench.tasks.models import ModelSize
-from attnbench.training.cell import (
-    PRESETS,
-    AccuracyCell,
-    get_preset,
-    run_accuracy_cell,
-)
+from attnbench.training.cell import run_accuracy_cell
+from attnbench.training.presets import PRESETS, get_preset
+from attnbench.training.settings import AccuracyCell
 
 TINY_TASKS = {
     "listops": "listops:seq_len=32,min_len=8",
