@@ -14,6 +14,12 @@ from attnbench.cli.errors import fail, user_errors
 from attnbench.cli.jobs import finish, in_session
 from attnbench.cli.options import Device, MaxCells, Out, Resume, checked_device
 from attnbench.core.baseline import BASELINE
+from attnbench.sweeps.complexity_config import default_of
+
+
+def _lengths() -> str:
+    lengths = default_of("seq_lens")
+    return f"{lengths[0]}..{lengths[-1]}"
 
 
 class PassName(StrEnum):
@@ -35,14 +41,14 @@ def complexity_command(
     ] = None,
     seq_len: Annotated[
         list[str] | None,
-        typer.Option("--seq-len", help="Length or doubling range a..b (repeatable); default 256..8192."),
+        typer.Option("--seq-len", help=f"Length or doubling range a..b (repeatable); default {_lengths()}."),
     ] = None,
     pass_: Annotated[list[PassName] | None, typer.Option("--pass", help="fwd and/or fwd+bwd; default both.")] = None,
-    batch: Annotated[int | None, typer.Option(min=1, help="Default 1.")] = None,
-    heads: Annotated[int | None, typer.Option(min=1, help="Default 4.")] = None,
-    head_dim: Annotated[int | None, typer.Option(min=1, help="Default 64.")] = None,
+    batch: Annotated[int | None, typer.Option(min=1, help=f"Default {default_of('batch')}.")] = None,
+    heads: Annotated[int | None, typer.Option(min=1, help=f"Default {default_of('heads')}.")] = None,
+    head_dim: Annotated[int | None, typer.Option(min=1, help=f"Default {default_of('head_dim')}.")] = None,
     causal: Annotated[bool | None, typer.Option("--causal/--no-causal", help="Default: non-causal.")] = None,
-    dtype: Annotated[DType | None, typer.Option(help="Default float32.")] = None,
+    dtype: Annotated[DType | None, typer.Option(help=f"Default {default_of('dtype')}.")] = None,
     device: Device = None,
     threads: Annotated[int | None, typer.Option(min=1, help="Default: torch's thread count.")] = None,
     compile_: Annotated[
@@ -52,10 +58,14 @@ def complexity_command(
         bool | None, typer.Option("--layer/--no-layer", help="Also measure a whole skeleton layer.")
     ] = None,
     memory_budget: Annotated[
-        str | None, typer.Option(help="Skip cells predicted above this: 75% (default, of available RAM), 8GiB, ...")
+        str | None,
+        typer.Option(
+            help=f"Skip cells predicted above this: {default_of('memory_budget')} (default, of available RAM), 8GiB"
+        ),
     ] = None,
     time_budget: Annotated[
-        float | None, typer.Option(help="Seconds per cell before it is killed (default 120).")
+        float | None,
+        typer.Option(help=f"Seconds per cell before it is killed (default {default_of('time_budget_s'):g})."),
     ] = None,
     out: Out = None,
     resume: Resume = None,
