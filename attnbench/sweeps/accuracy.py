@@ -32,6 +32,7 @@ from attnbench.training.presets import get_preset
 from attnbench.training.settings import AccuracyCell, AccuracyCellResult
 from attnbench.training.worker import TrainingJob, train_cell
 
+DEFAULT_PRESET = "quick"
 DEFAULT_THREADS = 1  # the quick presets' small models train several times faster on one thread than on two
 WORKER_GRACE_S = 120.0  # data generation and testing happen outside the training loop's own budget
 DEFAULT_CELL_LIMIT_S = 1800.0
@@ -43,7 +44,7 @@ class TaskPlan:
 
     task: str  # task name or full task spec; a bare name takes the preset's own spec
     variants: list[str]
-    preset: str = "quick"
+    preset: str = DEFAULT_PRESET
     seeds: list[int] | None = None  # None: seeds 0..k-1 where k is the preset's seed count
     overrides: dict[str, Any] = field(default_factory=dict)
 

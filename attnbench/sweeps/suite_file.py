@@ -17,6 +17,7 @@ from typing import Any
 from attnbench.core.baseline import ACC_TOLERANCE_POINTS, BASELINE
 from attnbench.core.errors import UserError
 from attnbench.core.registry import attention_class, canonical_spec, coerce, parse_attention_spec, type_name
+from attnbench.sweeps.accuracy import DEFAULT_PRESET
 from attnbench.sweeps.complexity_config import default_of
 from attnbench.sweeps.options import parse_bytes, parse_lengths
 
@@ -46,7 +47,7 @@ class ComplexitySection:
 class TaskEntry:
     task: str
     variants: list[str]
-    preset: str = "quick"
+    preset: str = DEFAULT_PRESET
     seeds: int | list[int] | None = None  # None: as many as the preset says (seeds 0..k-1)
     overrides: dict[str, Any] = field(default_factory=dict)  # any training setting of the preset
 
