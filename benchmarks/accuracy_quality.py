@@ -19,8 +19,10 @@ import time
 import torch
 
 from attnbench import available_attention
-from attnbench.bench.accuracy import AccuracyCellResult, get_preset, run_accuracy_cell
 from attnbench.core.registry import SpecError, parse_attention_spec
+from attnbench.training.cell import run_accuracy_cell
+from attnbench.training.presets import get_preset
+from attnbench.training.settings import AccuracyCellResult
 
 DEFAULT_VARIANTS = {
     "mqar": ["softmax", "window:radius=4", "linear", "performer", "performer:features=64", "bigbird:block=8"],

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import os
 import platform
 import subprocess
@@ -34,12 +33,11 @@ from pathlib import Path
 import torch
 import torch.utils.benchmark as benchmark
 from torch import Tensor
-from torch.multiprocessing.reductions import StorageWeakRef
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from attnbench import create_attention
 from attnbench.core.attention import Attention
+from attnbench.measure.live_bytes import PeakLiveBytes
+from attnbench.reporting.analysis import fit_power_law, log_crossing
 from attnbench.variants.linear import LinearAttention
 
 BATCH, HEADS, HEAD_DIM = 1, 4, 64
@@ -47,29 +45,6 @@ SCALING_LENGTHS = [2048, 4096, 8192, 16384]
 SCALING_VARIANTS = ["linear", "performer:features=256", "taylor"]
 SLOPE_LIMIT, MEMORY_LIMIT = 1.15, 4.0
 FLOAT = 4  # bytes
-
-
-class PeakLiveBytes(TorchDispatchMode):
-    """Peak bytes of tensor storages alive at once, among those created while the mode is active."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._live: dict[int, tuple[StorageWeakRef, int]] = {}
-        self.current = 0
-        self.peak = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for key in [key for key, (ref, _) in self._live.items() if ref.expired()]:
-            self.current -= self._live.pop(key)[1]
-        for t in tree_leaves(out):
-            if isinstance(t, Tensor):
-                storage = t.untyped_storage()
-                if storage.data_ptr() not in self._live and storage.nbytes():
-                    self._live[storage.data_ptr()] = (StorageWeakRef(storage), storage.nbytes())
-                    self.current += storage.nbytes()
-        self.peak = max(self.peak, self.current)
-        return out
 
 
 @dataclass(frozen=True)
@@ -115,9 +90,7 @@ def peak_cell(cell: Cell) -> tuple[int, int]:
 
 
 def slope(xs: list[int], ys: list[float]) -> float:
-    lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
-    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
-    return sum((a - mx) * (b - my) for a, b in zip(lx, ly, strict=True)) / sum((a - mx) ** 2 for a in lx)
+    return fit_power_law(xs, ys)[0]
 
 
 def memory_bound_bytes(attn: LinearAttention, n: int) -> tuple[int, str]:
@@ -192,7 +165,7 @@ def crossover(spec: str, causal: bool, timings: Timings, max_len: int) -> str:
         rows.append(f"{n}:{ratio:.2f}")
         if ratio < 1:
             if first_faster is None:
-                first_faster = n if previous is None else _interpolate(previous, (n, ratio))
+                first_faster = n if previous is None else log_crossing(previous, (n, ratio))
             faster_in_a_row += 1
             if faster_in_a_row == 2:
                 break
@@ -204,12 +177,6 @@ def crossover(spec: str, causal: bool, timings: Timings, max_len: int) -> str:
     else:
         where = f"≤ {first_faster}" if rows[0].startswith(f"{first_faster}:") else f"≈{first_faster:.0f}"
     return f"{where:>8s}   time ratio vs softmax by n: {' '.join(rows)}"
-
-
-def _interpolate(slower: tuple[int, float], faster: tuple[int, float]) -> float:
-    (n0, r0), (n1, r1) = slower, faster
-    t = math.log(r0) / (math.log(r0) - math.log(r1))
-    return math.exp(math.log(n0) + t * (math.log(n1) - math.log(n0)))
 
 
 def _versus(value: float, limit: float) -> str:

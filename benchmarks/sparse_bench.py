@@ -28,9 +28,7 @@ fails is reported as such and not timed (no speedups for wrong answers).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
-import math
 import os
 import platform
 import subprocess
@@ -45,6 +43,8 @@ from torch.utils import benchmark
 
 from attnbench import create_attention
 from attnbench.core.attention import Attention
+from attnbench.measure.memory import RssMeter, fix_mmap_threshold
+from attnbench.reporting.analysis import crossover_n, fit_power_law
 
 BATCH, HEADS, HEAD_DIM, RADIUS = 1, 4, 64, 256
 SPARSE = {
@@ -56,7 +56,6 @@ SPARSE = {
 BASELINES = {"sdpa": "softmax", "sdpa+mask": "dense-window-mask", "flex": f"flex-window:radius={RADIUS}"}
 FORWARD_ONLY = {"flex"}  # FlexAttention has no CPU backward
 SLOPE_RANGE = (2048, 16384)
-MMAP_THRESHOLD = 65536
 
 
 # the SDPA + dense window mask baseline ---------------------------------------------------------------------
@@ -131,32 +130,15 @@ def time_median(fn: Callable[[], object], *, threads: int, min_run_time: float) 
 
 
 # memory (runs in a child process) ------------------------------------------------------------------------------
-def _return_freed_buffers_to_os() -> None:
-    libc = ctypes.CDLL("libc.so.6")
-    m_mmap_threshold, m_trim_threshold = -3, -1
-    libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD)
-    libc.mallopt(m_trim_threshold, MMAP_THRESHOLD)
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def peak_bytes_of_one_call(fn: Callable[[], object]) -> int:
     fn()  # warm-up: compile, lazy init, allocator pools
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset VmHWM to the current resident size
-    before = _status_kib("VmRSS")
-    fn()
-    return (_status_kib("VmHWM") - before) * 1024
+    with RssMeter() as meter:
+        fn()
+    return meter.peak_bytes
 
 
 def memory_child(name: str, cells: list[tuple[int, str]], threads: int) -> None:
-    _return_freed_buffers_to_os()
+    fix_mmap_threshold()  # freed buffers go back to the OS: the resident set follows live tensors
     torch.set_num_threads(threads)
     attn = build(name)
     out = [{"n": n, "pass": pass_, "peak": peak_bytes_of_one_call(workload(attn, n, pass_))} for n, pass_ in cells]
@@ -186,29 +168,21 @@ def head_to_head(names: list[str], n: int, *, rounds: int, threads: int, min_run
 
 # analysis --------------------------------------------------------------------------------------------------
 def loglog_slope(points: dict[int, float]) -> float | None:
-    xs = [math.log(n) for n in points if SLOPE_RANGE[0] <= n <= SLOPE_RANGE[1]]
-    ys = [math.log(points[n]) for n in points if SLOPE_RANGE[0] <= n <= SLOPE_RANGE[1]]
-    if len(xs) < 2:
-        return None
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+    fitted = {n: y for n, y in points.items() if SLOPE_RANGE[0] <= n <= SLOPE_RANGE[1]}
+    return fit_power_law(list(fitted), list(fitted.values()))[0] if len(fitted) >= 2 else None
 
 
 def crossover(ours: dict[int, float], sdpa: dict[int, float]) -> str:
     """Smallest n beyond which ``ours`` is faster than ``sdpa`` for every measured larger n (log-interpolated)."""
+    n, how = crossover_n(ours, sdpa)
     sizes = sorted(set(ours) & set(sdpa))
-    if not sizes:
+    if how == "no data":
         return "n/a"
-    faster = [ours[n] < sdpa[n] for n in sizes]
-    if all(faster):
+    if how == "always":
         return f"< {sizes[0]} (faster at every n)"
-    if not faster[-1]:
+    if how == "never":
         return f"> {sizes[-1]} (never faster)"
-    last_slow = max(i for i, f in enumerate(faster) if not f)
-    a, b = sizes[last_slow], sizes[last_slow + 1]
-    ra, rb = math.log(ours[a] / sdpa[a]), math.log(ours[b] / sdpa[b])  # ra >= 0 > rb
-    x = math.log(a) + (math.log(b) - math.log(a)) * ra / (ra - rb)
-    return f"≈ {math.exp(x):.0f}"
+    return f"≈ {n:.0f}"
 
 
 @dataclass

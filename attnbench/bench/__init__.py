@@ -1,1 +1,2 @@
-"""Everything that measures: timers and meters, result files, the sweeps, analysis and reports."""
+"""The old home of the benchmark code, now split by job (measure/, execution/, runs/, sweeps/, training/,
+reporting/, tasks/). Its modules that outside code imports remain as thin re-exports."""

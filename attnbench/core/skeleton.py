@@ -16,6 +16,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from attnbench.core.attention import Attention
+from attnbench.core.baseline import BASELINE
 from attnbench.core.positional import (
     POSITIONAL_KINDS,
     PositionalKind,
@@ -25,7 +26,7 @@ from attnbench.core.positional import (
 )
 from attnbench.core.registry import attention_class, create_attention, parse_attention_spec
 
-CROSS_FALLBACK = "softmax"
+CROSS_FALLBACK = BASELINE
 
 
 # configs ---------------------------------------------------------------------------------------------------
@@ -41,7 +42,7 @@ class TransformerConfig:
     activation: Literal["relu", "gelu"] = "relu"
     positional: PositionalKind = "sinusoidal"
     max_len: int = 8192  # learned positions only
-    attention: str = "softmax"  # the default spec for every attention slot
+    attention: str = BASELINE  # the default spec for every attention slot
     pad_id: int | None = 0
 
     def __post_init__(self) -> None:

@@ -1,0 +1,1 @@
+"""What runs inside a worker: workload, timing, memory, analytic cost, approximation error (imports core only)."""

@@ -1,0 +1,1 @@
+"""Reporting: pure functions of result files — analysis, plots, report.md, compare."""

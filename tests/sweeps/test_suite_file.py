@@ -1,0 +1,140 @@
+from pathlib import Path
+
+import pytest
+
+from attnbench.core.errors import UserError
+from attnbench.sweeps.suite import accuracy_config, complexity_config
+from attnbench.sweeps.suite_file import load_suite, shipped_suites
+
+GOOD = """
+name = "tiny"
+[complexity]
+variants = ["softmax", "softmax-naive"]
+seq_lens = [32, 64]
+[[accuracy.tasks]]
+task = "mqar"
+variants = ["softmax"]
+overrides = { steps = 2 }
+"""
+
+
+@pytest.mark.parametrize("name", shipped_suites())
+def test_shipped_suites_validate(name: str) -> None:
+    suite = load_suite(name)  # complexity values included: a bad one in a shipped suite fails here
+    assert suite.name == name
+    assert suite.complexity is not None and suite.accuracy is not None
+    config = complexity_config(suite, device="cpu", threads=1, plugins=[])
+    assert config is not None and config.variants == suite.complexity.variants
+    assert accuracy_config(suite, device="cpu", threads=None, plugins=[]) is not None
+
+
+def test_quick_covers_every_family_and_the_required_tasks() -> None:
+    from attnbench import available_attention
+    from attnbench.core.registry import attention_class, parse_attention_spec
+
+    suite = load_suite("quick")
+    assert suite.complexity is not None and suite.accuracy is not None
+    families = {attention_class(parse_attention_spec(v).name).family for v in suite.complexity.variants}
+    # every family that can run in the suite's mode (a causal-only family cannot time non-causal cells)
+    runnable = [
+        n
+        for n in available_attention()
+        if not n.startswith("flex-")
+        and attention_class(n).unsupported_reason(device="cpu", backward=False, causal=suite.complexity.causal) is None
+    ]
+    assert families >= {attention_class(n).family for n in runnable}
+    assert max(suite.complexity.seq_lens) == 4096
+    tasks = {t.task.partition(":")[0]: t.variants for t in suite.accuracy.tasks}
+    assert {"softmax", "linear"} <= set(tasks["mqar"])
+    assert any(v.startswith("performer") for v in tasks["mqar"])
+    assert any(v.startswith("window") for v in tasks["mqar"])
+    assert len(tasks["listops"]) >= 2
+
+
+def test_a_user_suite_file_loads(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.toml"
+    path.write_text(GOOD)
+    suite = load_suite(str(path))
+    assert suite.complexity is not None and suite.complexity.seq_lens == [32, 64]
+    assert suite.accuracy is not None and suite.accuracy.tasks[0].overrides == {"steps": 2}
+
+
+@pytest.mark.parametrize(
+    ("replace", "by", "message"),
+    [
+        ('variants = ["softmax", "softmax-naive"]', 'variant = ["softmax"]',
+         "[complexity] has unknown key(s) variant; known: batch, causal"),
+        ("seq_lens = [32, 64]", 'seq_lens = "64..32"', "[complexity].seq_lens: --seq-len 64..32: the range ends below"),
+        ('variants = ["softmax", "softmax-naive"]', 'variants = ["windw"]',
+         "[complexity].variants: unknown attention 'windw'. Did you mean 'window'"),
+        ("seq_lens = [32, 64]", 'seq_lens = [32, 64]\nheads = "four"', "[complexity].heads: expected int, got four"),
+        ('task = "mqar"', 'task = "mqar:pears=3"', "#1 (mqar:pears=3): task 'mqar' has no option 'pears'"),
+        ('task = "mqar"', 'task = "nope"', "unknown task 'nope'"),
+        ("overrides = { steps = 2 }", 'preset = "huge"', "unknown accuracy preset 'huge'"),
+        ("overrides = { steps = 2 }", "overrides = { stepz = 2 }", "unknown accuracy cell setting(s) stepz"),
+        ('variants = ["softmax"]\n', "", "[[accuracy.tasks]] #1 needs key 'variants'"),
+        ('name = "tiny"', 'name = "a b"', "name 'a b' must be letters"),
+        ("seq_lens = [32, 64]", "seq_lens = [32, 64]\nbatch = 0", "[complexity].batch: must be >= 1, got 0"),
+        ("seq_lens = [32, 64]", 'seq_lens = [32, 64]\ndtype = "float8"',
+         "[complexity].dtype: 'float8' is not one of float32, bfloat16, float16"),
+        ("seq_lens = [32, 64]", "seq_lens = [32, 64]\ntime_budget_s = -5",
+         "[complexity].time_budget_s: must be positive seconds, got -5.0"),
+        ("seq_lens = [32, 64]", "seq_lens = [32, 64]\nmin_run_time = 2.0\nmax_run_time = 1.0",
+         "[complexity].max_run_time: 1.0 is below min_run_time (2.0)"),
+        ("seq_lens = [32, 64]", 'seq_lens = [32, 64]\nmemory_budget = "lots"',
+         "[complexity].memory_budget: 'lots': expected a size like 8GiB"),
+        ("seq_lens = [32, 64]", 'seq_lens = [32, 64]\nmemory_budget = "150%"',
+         "[complexity].memory_budget: '150%': a percentage must be in (0, 100]"),
+        ("seq_lens = [32, 64]", "seq_lens = [32, 64]\npasses = []", "[complexity].passes: is empty"),
+        ("overrides = { steps = 2 }", "overrides = { steps = 2 }\nseeds = []", "#1.seeds: is empty"),
+        ("overrides = { steps = 2 }", "overrides = { steps = 2 }\nseeds = 0", "#1.seeds: must be >= 1"),
+        ("overrides = { steps = 2 }", 'overrides = { steps = "many" }',
+         "[[accuracy.tasks]] #1.overrides.steps: expected int, got many"),
+        ("overrides = { steps = 2 }", "overrides = { steps = 0 }", "steps must be >= 1, got 0"),
+        ('name = "tiny"', 'name = "tiny"\n[report]\nacc_tolerance = -3',
+         "[report].acc_tolerance: must be >= 0 accuracy points, got -3.0"),
+    ],
+)  # fmt: skip
+def test_validation_errors_name_the_file_and_key(tmp_path: Path, replace: str, by: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    assert replace in GOOD
+    path.write_text(GOOD.replace(replace, by, 1))
+    with pytest.raises(UserError) as err:
+        load_suite(str(path))
+    assert f"suite {path}" in str(err.value)
+    assert message in str(err.value)
+
+
+def test_missing_file_unknown_name_bad_toml_and_empty_suite(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"suite file .*missing\.toml' does not exist \(shipped suites: quick"):
+        load_suite(str(tmp_path / "missing.toml"))
+    with pytest.raises(UserError, match=r"suite path .* is a directory: pass a suite \.toml file"):
+        load_suite(str(tmp_path))
+    with pytest.raises(UserError, match="unknown suite 'quik': shipped suites are quick, standard"):
+        load_suite("quik")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[complexity\n")
+    with pytest.raises(UserError, match="not valid TOML"):
+        load_suite(str(bad))
+    bad.write_text('name = "x"\n')
+    with pytest.raises(UserError, match="nothing to run"):
+        load_suite(str(bad))
+
+
+def test_causal_needs_variants_that_can_run_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from attnbench.core.registry import attention_class
+
+    monkeypatch.setattr(attention_class("window"), "supports_causal", False)
+    path = tmp_path / "causal.toml"
+    path.write_text('[complexity]\nvariants = ["softmax", "window"]\ncausal = true\n')
+    with pytest.raises(UserError, match=r"\[complexity\]\.causal: window cannot run causal attention"):
+        load_suite(str(path))
+
+
+def test_override_values_are_coerced_to_the_setting_type(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.toml"
+    path.write_text(GOOD.replace("overrides = { steps = 2 }", "overrides = { steps = 2, lr = 1 }"))
+    suite = load_suite(str(path))
+    assert suite.accuracy is not None
+    lr = suite.accuracy.tasks[0].overrides["lr"]
+    assert lr == 1.0 and isinstance(lr, float)
