@@ -35,11 +35,12 @@ def list_command(
         show_plugin_failures()
         return
     table = Table(title="attention variants", title_justify="left")
-    for column in ("name", "family", "exact", "causal", "cross", "options (type = default)"):
+    for column in ("name", "family", "exact", "causal", "cross", "noncausal", "decode", "options (type = default)"):
         table.add_column(column)
     for r in records:
         options = ", ".join(f"{o['name']}: {o['type']} = {o['default']}" for o in r["options"]) or "-"
-        cells = (r["name"], r["family"], _yes(r["exact"]), _yes(r["causal"]), _yes(r["cross"]), options)
+        cells = (r["name"], r["family"], _yes(r["exact"]), _yes(r["causal"]), _yes(r["cross"]), _yes(r["noncausal"]),
+                 _yes(r["decode"]), options)  # fmt: skip
         table.add_row(*map(escape, cells))  # "list[int]" is not rich markup
     console.print(table)
     show_plugin_failures()

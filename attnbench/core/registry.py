@@ -227,6 +227,8 @@ def attention_catalogue(family: str | None = None) -> list[dict[str, Any]]:
                 "exact": cls.exact,
                 "causal": cls.supports_causal,
                 "cross": cls.supports_cross,
+                "noncausal": cls.supports_noncausal,
+                "decode": cls.supports_decode,
                 "class": qualified_name(cls),
                 "options": [
                     {"name": o.name, "type": o.type_name, "default": None if o.required else format_value(o.default)}

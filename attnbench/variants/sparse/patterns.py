@@ -21,6 +21,12 @@ from attnbench.core.registry import register_attention
 from attnbench.core.window_cache import RingState, ring_prefill, ring_step
 from attnbench.variants.sparse.engine import block_sparse_attention, peak_bytes
 from attnbench.variants.sparse.layout import BlockLayout, dense_pattern, layout_flops
+from attnbench.variants.sparse.longformer_state import (
+    BandGlobalState,
+    band_global_empty,
+    band_global_prefill,
+    band_global_step,
+)
 
 
 def _require(ok: bool, variant: str, message: str) -> None:
@@ -187,6 +193,8 @@ class LongformerAttention(BlockSparseAttention):
 
     ``global_positions`` are token positions; positions beyond the sequence are ignored. Causal: a global
     token sees only the keys before it and is seen only by later queries.
+    Decoding keeps a ring of the last ``radius + 1`` keys and the tokens up to the last global position
+    (see :mod:`~attnbench.variants.sparse.longformer_state`): a state whose size the options fix, not t.
     """
 
     def __init__(
@@ -214,6 +222,31 @@ class LongformerAttention(BlockSparseAttention):
             global_queries=positions,
             **_band(seq_len, block, self.config.radius, causal=causal),
         )
+
+    def init_state(
+        self, *, batch: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    ) -> BandGlobalState:
+        return band_global_empty(
+            batch, self.num_heads, self.head_dim, radius=self.config.radius, device=device, dtype=dtype
+        )
+
+    def prefill(
+        self, q: Tensor, k: Tensor, v: Tensor, *, key_mask: Tensor | None = None
+    ) -> tuple[Tensor, BandGlobalState]:
+        out = self(q, k, v, causal=True, key_mask=key_mask)
+        c = self.config
+        return out, band_global_prefill(k, v, key_mask, radius=c.radius, global_positions=c.global_positions)
+
+    def step(
+        self, q: Tensor, k: Tensor, v: Tensor, state: BandGlobalState, *, key_valid: Tensor | None = None
+    ) -> tuple[Tensor, BandGlobalState]:
+        c = self.config
+        return band_global_step(
+            q, k, v, state, key_valid, radius=c.radius, global_positions=c.global_positions, scale=self.scale
+        )
+
+    def state_bytes(self, state: BandGlobalState) -> int:
+        return state.bytes_in_use()
 
     def extra_repr(self) -> str:
         c = self.config
