@@ -138,6 +138,10 @@ def accuracy_command(
         list[str] | None, typer.Option("--variant", help="Attention spec for the self-attention slots (repeatable).")
     ] = None,
     seed: Annotated[list[int] | None, typer.Option("--seed", help="Seed (repeatable); default: the preset's.")] = None,
+    baseline: Annotated[
+        list[str] | None,
+        typer.Option("--baseline", help="A model baseline trained beside the variants (repeatable): lstm."),
+    ] = None,
     preset: Annotated[str | None, typer.Option(help="Per-task settings: quick (default), standard, lra.")] = None,
     seq_len: Annotated[int | None, typer.Option(min=8, help="Override the preset's sequence length.")] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Override the preset's training steps.")] = None,
@@ -167,8 +171,8 @@ def accuracy_command(
 
     device = checked_device(device)
     if resume is not None:
-        given_any = [task, variant, seed, preset, seq_len, steps, batch_size, lr, d_model, layers, heads, time_budget,
-                     data_dir, out]  # fmt: skip
+        given_any = [task, variant, seed, baseline, preset, seq_len, steps, batch_size, lr, d_model, layers, heads,
+                     time_budget, data_dir, out]  # fmt: skip
         if any(v is not None for v in given_any):
             fail("--resume finishes a run as it was configured: pass only --resume DIR (and --device/--threads)")
         run_dir, manifest = open_for_resume(resume, "accuracy", {"device": device, "threads": threads})
@@ -182,7 +186,7 @@ def accuracy_command(
         tasks = task or available_tasks()
         if data_dir is not None:
             tasks = tasks_with_data_dir(tasks, data_dir, named=task is not None)
-        plan_options: dict[str, Any] = {"overrides": overrides, "seeds": seed}
+        plan_options: dict[str, Any] = {"overrides": overrides, "seeds": seed, "baselines": baseline or []}
         if preset is not None:
             plan_options["preset"] = preset
         plans = [TaskPlan(task=t, variants=variant or [BASELINE], **plan_options) for t in tasks]

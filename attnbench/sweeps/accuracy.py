@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from attnbench.core.errors import UserError
-from attnbench.core.registry import attention_class, canonical_spec, options_of, parse_attention_spec, split_spec
+from attnbench.core.registry import canonical_spec, options_of, split_spec
 from attnbench.execution.protocol import Executor, Progress
 from attnbench.runs.rundir import RunDir
 from attnbench.runs.schema import (
@@ -28,6 +28,7 @@ from attnbench.runs.schema import (
 )
 from attnbench.sweeps.events import CellFinished, CellProgress, CellStarted, OnEvent, PhaseStarted, ignore
 from attnbench.tasks import available_tasks, canonical_task_spec, create_task, task_class, task_spec_with
+from attnbench.training.baselines import canonical_model_spec, get_baseline, model_name_and_family
 from attnbench.training.presets import get_preset
 from attnbench.training.settings import AccuracyCell, AccuracyCellResult
 from attnbench.training.worker import TrainingJob, train_cell
@@ -47,11 +48,13 @@ class TaskPlan:
     preset: str = DEFAULT_PRESET
     seeds: list[int] | None = None  # None: seeds 0..k-1 where k is the preset's seed count
     overrides: dict[str, Any] = field(default_factory=dict)
+    baselines: list[str] = field(default_factory=list)  # model baselines (``lstm``) trained beside the variants
 
     def __post_init__(self) -> None:  # normalised once: the frozen plan is what the manifest records
         if not self.variants:
             raise UserError(f"task {self.task!r}: no variants to train (pass --variant SPEC)")
         object.__setattr__(self, "variants", [canonical_spec(v) for v in self.variants])
+        object.__setattr__(self, "baselines", list(dict.fromkeys(get_baseline(b).name for b in self.baselines)))
         given = self.task
         object.__setattr__(self, "task", canonical_task_spec(given))  # an unknown task or option fails here, naming it
         # A seq_len in the task spec becomes the cell's (else the preset's would win); read from the spec as
@@ -84,7 +87,8 @@ class TaskPlan:
         return preset.cell(variant, seed=seed, device=device, **self.overrides).with_overrides(task=task)
 
     def cells(self, device: str) -> list[AccuracyCell]:
-        return [self.cell(variant, seed=seed, device=device) for seed in self.seeds or [] for variant in self.variants]
+        models = [*self.variants, *self.baselines]
+        return [self.cell(model, seed=seed, device=device) for seed in self.seeds or [] for model in models]
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,7 @@ CellKey = tuple[str, int, str, int]
 def cell_key(cell: AccuracyCell) -> CellKey:
     """A cell's row in accuracy.csv: (task spec without seq_len, seq_len, canonical variant, seed)."""
     spec = cell.task_spec
-    return task_spec_with(spec, seq_len=None), create_task(spec).seq_len, canonical_spec(cell.variant), cell.seed
+    return task_spec_with(spec, seq_len=None), create_task(spec).seq_len, canonical_model_spec(cell.variant), cell.seed
 
 
 def row_key(row: pd.Series) -> CellKey:
@@ -125,9 +129,9 @@ def row_key(row: pd.Series) -> CellKey:
 # the sweep -------------------------------------------------------------------------------------------------
 def _failed_row(cell: AccuracyCell, status: str, message: str) -> dict[str, Any]:
     task, seq_len, spec, seed = cell_key(cell)
-    name = parse_attention_spec(spec).name
+    name, family = model_name_and_family(spec)
     return dict.fromkeys(ACCURACY_COLUMNS) | {
-        "task": task, "spec": spec, "variant": name, "family": attention_class(name).family, "seed": seed,
+        "task": task, "spec": spec, "variant": name, "family": family, "seed": seed,
         "seq_len": seq_len, "model": cell.model.describe(), "status": status, "message": message,
     }  # fmt: skip
 
@@ -164,7 +168,7 @@ def tasks_with_data_dir(tasks: list[str], data_dir: Path, *, named: bool) -> lis
 
 
 def label(cell: AccuracyCell) -> str:
-    return f"{cell.task.partition(':')[0]} {canonical_spec(cell.variant)} seed={cell.seed}"
+    return f"{cell.task.partition(':')[0]} {canonical_model_spec(cell.variant)} seed={cell.seed}"
 
 
 def run_accuracy_sweep(

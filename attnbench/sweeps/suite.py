@@ -33,7 +33,8 @@ def accuracy_config(suite: Suite, *, device: str, threads: int | None, plugins: 
         seeds = list(range(entry.seeds)) if isinstance(entry.seeds, int) else entry.seeds
         plans.append(
             TaskPlan(
-                task=entry.task, variants=entry.variants, preset=entry.preset, seeds=seeds, overrides=entry.overrides
+                task=entry.task, variants=entry.variants, preset=entry.preset, seeds=seeds, overrides=entry.overrides,
+                baselines=entry.baselines,
             )
         )
     threads = threads or suite.accuracy.threads or DEFAULT_THREADS

@@ -50,6 +50,7 @@ class TaskEntry:
     preset: str = DEFAULT_PRESET
     seeds: int | list[int] | None = None  # None: as many as the preset says (seeds 0..k-1)
     overrides: dict[str, Any] = field(default_factory=dict)  # any training setting of the preset
+    baselines: list[str] = field(default_factory=list)  # model baselines trained beside the variants: "lstm"
 
 
 @dataclass(kw_only=True)
@@ -134,6 +135,7 @@ def parse_suite(data: dict[str, Any], *, source: str, default_name: str) -> Suit
             label = f"[[accuracy.tasks]] #{i + 1}"
             task = _section(entry, TaskEntry, where, label)
             task.variants = _specs(task.variants, where, f"{label}.variants")
+            task.baselines = _baselines(task.baselines, where, f"{label}.baselines")
             _check_task(task, where, label)
             tasks.append(task)
         accuracy = AccuracySection(tasks=tasks, threads=threads)
@@ -193,6 +195,15 @@ def _specs(specs: list[str], where: str, key: str) -> list[str]:
         except UserError as err:
             raise UserError(f"{where}: {key}: {err}") from None
     return out
+
+
+def _baselines(names: list[str], where: str, key: str) -> list[str]:
+    from attnbench.training.baselines import get_baseline
+
+    try:
+        return [get_baseline(name).name for name in names]
+    except UserError as err:
+        raise UserError(f"{where}: {key}: {err}") from None
 
 
 def _check_complexity(section: ComplexitySection, where: str) -> None:

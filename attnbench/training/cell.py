@@ -1,4 +1,5 @@
-"""The accuracy benchmark's cell: train one attention variant on one task with one seed, return result rows.
+"""The accuracy benchmark's cell: train one attention variant (or a model baseline, e.g. ``lstm``) on one task
+with one seed, return result rows.
 
 A cell (:class:`AccuracyCell`) is plain data, so a worker pool — or a cluster — can run it anywhere;
 :func:`run_accuracy_cell` returns the ``accuracy.csv`` row, the ``curves.csv`` rows and the
@@ -19,6 +20,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -39,6 +41,7 @@ from attnbench.tasks import (
     task_spec_with,
 )
 from attnbench.tasks.models import Scores, build_model, logits_of, loss_of, score
+from attnbench.training.baselines import get_baseline, is_baseline
 from attnbench.training.loop import Evaluation, StepInfo, train
 from attnbench.training.settings import AccuracyCell, AccuracyCellResult
 
@@ -69,23 +72,22 @@ def run_accuracy_cell(cell: AccuracyCell, on_step: Callable[[StepInfo], None] | 
     cell_start = time.perf_counter()
     task_spec = cell.task_spec
     task = create_task(task_spec)
-    variant = parse_attention_spec(cell.variant)
-    variant_cls = attention_class(variant.name)
+    model_choice = _model_choice(cell, task)
     row: dict[str, Any] = dict.fromkeys(ACCURACY_COLUMNS)
     row.update(
         task=task_spec_with(task_spec, seq_len=None),
-        spec=variant.canonical,
-        variant=variant.name,
-        family=variant_cls.family,
-        cross_variant=_cross_variant(task, variant.canonical),
+        spec=model_choice.spec,
+        variant=model_choice.name,
+        family=model_choice.family,
+        cross_variant=model_choice.cross_variant,
         seed=cell.seed,
         seq_len=task.seq_len,
-        model=cell.model.describe(),
+        model=model_choice.describe,
         steps=0,
         message="",
     )
     result = AccuracyCellResult(row=row, curve=[], by_distance=[], wall_time_s=0.0, data_time_s=0.0)
-    reason = _unsupported_reason(variant_cls, task.model_kind, device=cell.device)
+    reason = model_choice.unsupported_reason
     if reason is not None:
         row.update(status="skipped", message=f"{reason}; {task.spec} needs that mode")
         result.wall_time_s = time.perf_counter() - cell_start
@@ -103,7 +105,7 @@ def run_accuracy_cell(cell: AccuracyCell, on_step: Callable[[StepInfo], None] | 
         row["majority_acc"] = majority_accuracy(test)
 
         torch.manual_seed(cell.seed)
-        model = build_model(task, variant.canonical, cell.model).to(device)
+        model = model_choice.build().to(device)
         row["params"] = sum(p.numel() for p in model.parameters())
         outcome = train(
             model,
@@ -143,6 +145,37 @@ def run_accuracy_cell(cell: AccuracyCell, on_step: Callable[[StepInfo], None] | 
             ]
     result.wall_time_s = time.perf_counter() - cell_start
     return result
+
+
+@dataclass(frozen=True)
+class _ModelChoice:
+    """What a cell trains: an attention variant in the skeleton, or a model baseline (``lstm``)."""
+
+    spec: str
+    name: str
+    family: str
+    cross_variant: str
+    describe: str
+    unsupported_reason: str | None
+    build: Callable[[], nn.Module]
+
+
+def _model_choice(cell: AccuracyCell, task: Task) -> _ModelChoice:
+    if is_baseline(cell.variant):
+        baseline = get_baseline(cell.variant)
+        return _ModelChoice(
+            spec=baseline.name, name=baseline.name, family=baseline.family, cross_variant="",
+            describe=baseline.describe(cell.model), unsupported_reason=baseline.unsupported_reason(task.model_kind),
+            build=lambda: baseline.build(task, cell.model),
+        )  # fmt: skip
+    variant = parse_attention_spec(cell.variant)
+    variant_cls = attention_class(variant.name)
+    return _ModelChoice(
+        spec=variant.canonical, name=variant.name, family=variant_cls.family,
+        cross_variant=_cross_variant(task, variant.canonical), describe=cell.model.describe(),
+        unsupported_reason=_unsupported_reason(variant_cls, task.model_kind, device=cell.device),
+        build=lambda: build_model(task, variant.canonical, cell.model),
+    )  # fmt: skip
 
 
 def _cross_variant(task: Task, variant_spec: str) -> str:
