@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from attnbench.core.attention import Attention
 from attnbench.measure.cells import CellSpec
+from attnbench.measure.lstm_layer import is_lstm_layer, lstm_layer_flops, lstm_layer_peak
 from attnbench.measure.workload import DTYPES, build_attention, layer_config
 
 
@@ -21,11 +22,16 @@ class CellCost:
 
 def cell_cost(cell: CellSpec) -> CellCost:
     """All three figures from one instance of the variant."""
+    if is_lstm_layer(cell.spec):
+        element = DTYPES[cell.dtype].itemsize
+        return CellCost(lstm_layer_flops(cell), lstm_layer_peak(cell, element), input_bytes(cell))
     attention = build_attention(cell)
     return CellCost(cell_flops(cell, attention), predicted_peak(cell, attention), input_bytes(cell))
 
 
 def cell_flops(cell: CellSpec, attention: Attention | None = None) -> int:
+    if is_lstm_layer(cell.spec):
+        return lstm_layer_flops(cell)
     attention = build_attention(cell) if attention is None else attention
     forward = attention.flops(batch=cell.batch, seq_q=cell.seq_len, seq_k=cell.seq_len, causal=cell.causal)
     if cell.scope == "layer":
@@ -39,6 +45,8 @@ def cell_flops(cell: CellSpec, attention: Attention | None = None) -> int:
 
 def predicted_peak(cell: CellSpec, attention: Attention | None = None) -> int | None:
     """Analytic bytes of one call beyond its inputs (None when the variant has no model)."""
+    if is_lstm_layer(cell.spec):
+        return lstm_layer_peak(cell, DTYPES[cell.dtype].itemsize)
     attention = build_attention(cell) if attention is None else attention
     element = DTYPES[cell.dtype].itemsize
     predicted = attention.predicted_peak_bytes(

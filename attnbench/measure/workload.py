@@ -11,6 +11,8 @@ from attnbench.core.attention import Attention
 from attnbench.core.registry import create_attention
 from attnbench.core.skeleton import EncoderLayer, TransformerConfig
 from attnbench.measure.cells import CellSpec
+from attnbench.measure.lstm_layer import is_lstm_layer
+from attnbench.training.lstm import LSTMLayer
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -40,12 +42,17 @@ def build_workload(cell: CellSpec, seq_len: int | None = None) -> Callable[[], N
     def randn(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype).requires_grad_(cell.backward)
 
-    attention = build_attention(cell).to(device=device, dtype=dtype)
-    if cell.scope == "attention":
-        module: torch.nn.Module = attention
+    if is_lstm_layer(cell.spec):
+        module: torch.nn.Module = LSTMLayer(cell.heads * cell.head_dim).to(device=device, dtype=dtype)
+        inputs = [randn(cell.batch, n, cell.heads * cell.head_dim)]
+        call_kwargs: dict[str, Any] = {}
+    elif cell.scope == "attention":
+        attention = build_attention(cell).to(device=device, dtype=dtype)
+        module = attention
         inputs = [randn(cell.batch, cell.heads, n, cell.head_dim) for _ in range(3)]
-        call_kwargs: dict[str, Any] = {"causal": cell.causal}
+        call_kwargs = {"causal": cell.causal}
     else:
+        attention = build_attention(cell).to(device=device, dtype=dtype)
         module = EncoderLayer(layer_config(cell), attention, rotary=None).to(device=device, dtype=dtype)
         inputs = [randn(cell.batch, n, cell.heads * cell.head_dim)]
         call_kwargs = {"causal": cell.causal}

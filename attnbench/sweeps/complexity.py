@@ -14,11 +14,13 @@ from typing import Any
 
 import pandas as pd
 
+from attnbench.core.baseline import LSTM_BASELINE
 from attnbench.core.registry import attention_class, parse_attention_spec
 from attnbench.execution.protocol import Executor, Outcome, Progress, run_one
 from attnbench.measure.approximation import approximation_cell
 from attnbench.measure.cells import CellSpec, MemoryCell, PeakCell, Timing
 from attnbench.measure.cost import cell_cost, cell_flops, input_bytes, predicted_peak
+from attnbench.measure.lstm_layer import LSTMLayerKind, is_lstm_layer
 from attnbench.measure.memory import memory_cell
 from attnbench.measure.peak import matmul_peak_gflops
 from attnbench.measure.timing import time_cell
@@ -46,6 +48,7 @@ MACHINE_PEAK_TIMEOUT_S = 120.0
 
 
 def plan_cells(config: ComplexityConfig) -> list[CellSpec]:
+    """Every cell, length by length; with ``layer``, an LSTM layer (spec ``lstm``) is timed beside the layers."""
     return [
         CellSpec(
             spec=spec, scope=scope, pass_=pass_, batch=config.batch, heads=config.heads,
@@ -55,7 +58,7 @@ def plan_cells(config: ComplexityConfig) -> list[CellSpec]:
         )
         for n in config.seq_lens
         for scope in config.scopes
-        for spec in config.variants
+        for spec in ([*config.variants, LSTM_BASELINE] if scope == "layer" else config.variants)
         for pass_ in config.passes
     ]
 
@@ -82,6 +85,8 @@ class _Variants:
         self._seen: dict[str, tuple[str, str, type]] = {}
 
     def __call__(self, spec: str) -> tuple[str, str, type]:
+        if spec not in self._seen and is_lstm_layer(spec):
+            self._seen[spec] = (spec, LSTMLayerKind.family, LSTMLayerKind)
         if spec not in self._seen:
             name = parse_attention_spec(spec).name
             cls = attention_class(name)
@@ -234,7 +239,11 @@ def run_sweep(
 
 def approximation_cells(config: ComplexityConfig) -> list[CellSpec]:
     """One cell per non-exact variant × length: its output error against exact softmax."""
-    inexact = [v for v in config.variants if not attention_class(parse_attention_spec(v).name).exact]
+    classes = {v: attention_class(parse_attention_spec(v).name) for v in config.variants}
+    inexact = [  # a variant that cannot run this mode here (causal-only, say) has no error to measure
+        v for v, cls in classes.items()
+        if not cls.exact and cls.unsupported_reason(device=config.device, backward=False, causal=config.causal) is None
+    ]  # fmt: skip
     lengths = [n for n in config.seq_lens if n <= APPROXIMATION_MAX_SEQ_LEN]
     return [c for c in plan_cells(config) if c.scope == "attention" and c.pass_ == config.passes[0]
             and c.spec in inexact and c.seq_len in lengths]  # fmt: skip

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from attnbench.core.baseline import LSTM_BASELINE, RECURRENT_BASELINE_FAMILY
 from attnbench.core.errors import UserError
 from attnbench.core.registry import attention_class, canonical_spec, parse_attention_spec
 from attnbench.tasks.base import ModelKind, Task
 from attnbench.tasks.models import ModelSize
 from attnbench.training.lstm import LSTMClassifier, LSTMLanguageModel
 
-BASELINE_FAMILY = "recurrent-baseline"
+BASELINE_FAMILY = RECURRENT_BASELINE_FAMILY
 
 
 def _lstm_lm(task: Task, size: ModelSize) -> nn.Module:
@@ -61,7 +62,7 @@ class ModelBaseline:
 
 
 BASELINES: dict[str, ModelBaseline] = {
-    "lstm": ModelBaseline("lstm", {"lm": _lstm_lm, "classifier": _lstm_classifier}),
+    LSTM_BASELINE: ModelBaseline(LSTM_BASELINE, {"lm": _lstm_lm, "classifier": _lstm_classifier}),
 }
 
 
