@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from attnbench.core.baseline import ACC_TOLERANCE_POINTS, BASELINE
+from attnbench.core.baseline import ACC_TOLERANCE_POINTS, BASELINE, LSTM_BASELINE, RECURRENT_BASELINE_FAMILY
 from attnbench.core.errors import UserError
 from attnbench.reporting import plots
 from attnbench.reporting.analysis import (
@@ -25,6 +25,7 @@ from attnbench.reporting.analysis import (
     recommendations,
     scaling_summary,
 )
+from attnbench.reporting.parallelism import parallelism_figure, parallelism_markdown, parallelism_table
 from attnbench.reporting.units import human_bytes, human_seconds
 from attnbench.runs.loading import RunData, load_run
 from attnbench.runs.schema import (
@@ -96,6 +97,10 @@ def draw_plots(data: RunData, colors: plots.Palette) -> list[tuple[Plot, Callabl
             (Plot(f"gflops_vs_n_{scope}", f"Achieved GFLOP/s vs n ({scope})", "throughput"),
              lambda s=scope: plots.gflops_figure(comp, colors, peak_gflops=peak, scope=s)),
         ]  # fmt: skip
+    layer_steps = parallelism_table(comp)
+    if not layer_steps.empty:
+        todo.append((Plot("parallelism_vs_n", "Per-token time and sequential steps vs n (layer)", "parallelism"),
+                     lambda: parallelism_figure(layer_steps, colors)))  # fmt: skip
     if not data.accuracy.empty:
         todo.append((Plot("accuracy", "Test accuracy per task", "accuracy"),
                      lambda: plots.accuracy_figure(data.accuracy, colors)))  # fmt: skip
@@ -178,6 +183,7 @@ def recommendation_section(data: RunData, tolerance: float) -> str:
     if data.accuracy.empty:
         parts += ["This run has no accuracy results, so only softmax (the reference) can be recommended; *left out* "
                   "names the fastest variant by speed alone.", ""]  # fmt: skip
+    comp = comp[comp["family"] != RECURRENT_BASELINE_FAMILY]  # the LSTM layer is a reference, not a candidate
     recs = recommendations(comp, data.accuracy, tolerance_points=tolerance, baseline=BASELINE)
     several_causal = comp["causal"].nunique() > 1
     for (scope, pass_, causal), part in recs.groupby(["scope", "pass", "causal"], sort=False):
@@ -270,6 +276,7 @@ def expected_cells(data: RunData) -> pd.DataFrame:
     present = comp[["spec", "scope", "pass", "causal", "seq_len", "status", "time_median_s", "peak_mem_bytes"]]
     present = present.drop_duplicates(["spec", "scope", "pass", "causal", "seq_len"], keep="last")
     specs = set(present["spec"]) | {_canonical(str(v)) for v in config.get("variants") or []}
+    specs |= {LSTM_BASELINE} if config.get("layer") else set()
     lengths = set(present["seq_len"]) | set(config.get("seq_lens") or [])
     passes = set(present["pass"]) | set(config.get("passes") or [])
     scopes = set(present["scope"]) or {"attention"}
@@ -280,6 +287,7 @@ def expected_cells(data: RunData) -> pd.DataFrame:
         [sorted(specs), sorted(scopes), sorted(passes), sorted(causal_values), sorted(int(n) for n in lengths)],
         names=["spec", "scope", "pass", "causal", "seq_len"],
     ).to_frame(index=False)
+    grid = grid[(grid["spec"] != LSTM_BASELINE) | (grid["scope"] == "layer")]  # the LSTM is timed as a layer only
     cells = grid.merge(present, on=["spec", "scope", "pass", "causal", "seq_len"], how="left")
     cells["status"] = cells["status"].fillna("missing")
     return cells
@@ -340,6 +348,11 @@ def complexity_section(data: RunData, plot_links: dict[str, list[Plot]]) -> str:
     )  # fmt: skip
     parts += [_embed(p) for p in plot_links.get("complexity", [])]
     return "\n\n".join(parts)
+
+
+def parallelism_section(data: RunData, plot_links: dict[str, list[Plot]]) -> str:
+    text = parallelism_markdown(parallelism_table(data.complexity), markdown_table)
+    return "\n\n".join([text, *(_embed(p) for p in plot_links.get("parallelism", []))]) if text else ""
 
 
 def throughput_section(data: RunData, plot_links: dict[str, list[Plot]]) -> str:
@@ -443,7 +456,9 @@ def expected_accuracy_cells(manifest: dict[str, Any]) -> int | None:
     tasks = (manifest.get("accuracy") or {}).get("tasks")
     if not tasks:
         return None
-    return sum(len(t.get("variants") or []) * len(t.get("seeds") or []) for t in tasks)
+    return sum(
+        (len(t.get("variants") or []) + len(t.get("baselines") or [])) * len(t.get("seeds") or []) for t in tasks
+    )
 
 
 def partial_notes(data: RunData) -> list[str]:
@@ -512,6 +527,7 @@ def write_report(run_dir: Path, *, acc_tolerance: float | None = None) -> Path:
         recommendation_section(data, acc_tolerance),
         environment_section(data.manifest),
         complexity_section(data, plot_links),
+        parallelism_section(data, plot_links),
         throughput_section(data, plot_links),
         accuracy_section(data, plot_links),
         approximation_section(data, plot_links),
