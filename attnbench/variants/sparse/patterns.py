@@ -366,7 +366,8 @@ class BigBirdAttention(BlockSparseAttention):
     The random blocks are a fixed function of ``seed``, the head and the query block (causal: not of the
     sequence length, so decoding equals the forward): the same in training and in evaluation (reference
     implementations switch them off in eval; here the model is evaluated on the pattern it was trained on).
-    Causal: window blocks up to the query's own, random blocks only from the past.
+    Causal: window blocks up to the query's own, random blocks only from the past. Decoding keeps the
+    default KV cache: a query block's random blocks may be any earlier block, so a state would hold every key.
     """
 
     def __init__(
