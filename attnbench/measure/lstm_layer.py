@@ -2,11 +2,14 @@
 
 It is not an :class:`~attnbench.core.attention.Attention`, so the sweep asks this module, not the registry,
 for its name, family, FLOPs and workload. Width is the attention layer's ``heads · head_dim``; one
-unidirectional layer with the skeleton's pre-LN residual (:class:`~attnbench.training.lstm.LSTMLayer`), timed
-in every mode (it is causal by construction) and on every pass.
+unidirectional layer with the skeleton's pre-LN residual (:class:`LSTMLayer`), timed in every mode (it is
+causal by construction) and on every pass. (The LSTM baseline's trained models are in
+:mod:`attnbench.training.lstm`; ``measure`` imports only ``core``.)
 """
 
 from __future__ import annotations
+
+from torch import Tensor, nn
 
 from attnbench.core.baseline import LSTM_BASELINE, RECURRENT_BASELINE_FAMILY
 from attnbench.measure.cells import CellSpec
@@ -16,6 +19,18 @@ LSTM_GATES = 4
 
 def is_lstm_layer(spec: str) -> bool:
     return spec == LSTM_BASELINE
+
+
+class LSTMLayer(nn.Module):
+    """One LSTM layer of width ``d_model`` with the skeleton layer's pre-LN residual."""
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.lstm = nn.LSTM(d_model, d_model, batch_first=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.lstm(self.norm(x))[0]  # (B, N, d_model)
 
 
 class LSTMLayerKind:

@@ -11,8 +11,7 @@ from attnbench.core.attention import Attention
 from attnbench.core.registry import create_attention
 from attnbench.core.skeleton import EncoderLayer, TransformerConfig
 from attnbench.measure.cells import CellSpec
-from attnbench.measure.lstm_layer import is_lstm_layer
-from attnbench.training.lstm import LSTMLayer
+from attnbench.measure.lstm_layer import LSTMLayer, is_lstm_layer
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

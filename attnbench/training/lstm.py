@@ -80,15 +80,3 @@ class LSTMClassifier(nn.Module):
             hidden, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=tokens.shape[1])
             pooled = hidden.sum(dim=1) / lengths[:, None].to(hidden.dtype)  # padded slots come back as zeros
         return self.head(self.final_norm(pooled))
-
-
-class LSTMLayer(nn.Module):
-    """One LSTM layer of width ``d_model`` with the skeleton layer's pre-LN residual: what ``--layer`` times."""
-
-    def __init__(self, d_model: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(d_model)
-        self.lstm = nn.LSTM(d_model, d_model, batch_first=True)
-
-    def forward(self, x: Tensor, **_: object) -> Tensor:  # accepts (and ignores) the attention layer's causal=
-        return x + self.lstm(self.norm(x))[0]  # (B, N, d_model)
