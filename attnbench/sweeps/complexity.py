@@ -34,6 +34,7 @@ from attnbench.runs.schema import (
 )
 from attnbench.sweeps.complexity_config import ComplexityConfig, default_variants
 from attnbench.sweeps.events import CellFinished, CellStarted, OnEvent, PhaseStarted, ignore
+from attnbench.sweeps.variant_lookup import VariantLookup
 
 __all__ = [
     "ComplexityConfig", "cell_flops", "complexity_job", "default_variants", "input_bytes", "plan_cells",
@@ -75,18 +76,7 @@ def label(cell: CellSpec) -> str:
     return f"{cell.spec} {cell.scope} {cell.pass_} n={cell.seq_len}"
 
 
-class _Variants:
-    """Each variant's spec parsed once per sweep: its name, family and class."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, tuple[str, str, type]] = {}
-
-    def __call__(self, spec: str) -> tuple[str, str, type]:
-        if spec not in self._seen:
-            name = parse_attention_spec(spec).name
-            cls = attention_class(name)
-            self._seen[spec] = (name, cls.family, cls)
-        return self._seen[spec]
+_Variants = VariantLookup  # shared with the decode sweep
 
 
 def _base_row(cell: CellSpec, name: str, family: str) -> dict[str, Any]:
