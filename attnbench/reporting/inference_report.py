@@ -16,7 +16,10 @@ SHARE_LENGTHS_SHOWN = 8  # the table's columns: at most this many lengths, sprea
 
 
 def _slope(value: Any) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    text = f"{value:.2f}"
+    return "0.00" if text == "-0.00" else text  # a flat fit's slope may come out a rounding error below zero
 
 
 def decode_tables(decode: pd.DataFrame) -> list[str]:

@@ -28,8 +28,8 @@ def layer_shares(frame: pd.DataFrame) -> pd.DataFrame:
     latest = rows.drop_duplicates([*keys, "scope"], keep="last")
     attention = latest[latest["scope"] == "attention"].set_index(keys)
     layer = latest[latest["scope"] == "layer"].set_index(keys)
-    both = attention[["time_median_s", "peak_mem_bytes"]].join(
-        layer[["time_median_s", "peak_mem_bytes"]], lsuffix="_attention", rsuffix="_layer", how="inner"
+    both = attention[["time_median_s", "peak_mem_bytes"]].add_suffix("_attention").join(
+        layer[["time_median_s", "peak_mem_bytes"]].add_suffix("_layer"), how="inner"
     )
     if both.empty:
         return pd.DataFrame(columns=SHARE_COLUMNS)

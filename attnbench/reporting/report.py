@@ -36,6 +36,7 @@ from attnbench.runs.schema import (
     BY_DISTANCE_CSV,
     COMPLEXITY_CSV,
     CURVES_CSV,
+    DECODE_CSV,
     PLOTS,
     REPORT,
 )
@@ -427,7 +428,8 @@ def patterns_section(plot_links: dict[str, list[Plot]]) -> str:
 def files_section(data: RunData, failed_plots: list[tuple[str, str]]) -> str:
     rows = []
     frames = {COMPLEXITY_CSV: data.complexity, ACCURACY_CSV: data.accuracy, CURVES_CSV: data.curves,
-              BY_DISTANCE_CSV: data.by_distance, APPROXIMATION_CSV: data.approximation}  # fmt: skip
+              BY_DISTANCE_CSV: data.by_distance, APPROXIMATION_CSV: data.approximation,
+              DECODE_CSV: data.decode}  # fmt: skip
     for name, frame in frames.items():
         rows.append([f"`{name}`", "missing" if name in data.missing_files else f"{len(frame)} rows"])
     text = "## Result files\n\n" + markdown_table(["file", "content"], rows, "lr")
