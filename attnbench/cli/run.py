@@ -30,9 +30,17 @@ def run_command(
 
     import torch
 
+    from attnbench.cli.decode import decode_table
     from attnbench.core.registry import loaded_plugins
     from attnbench.reporting.report import write_report
-    from attnbench.runs.schema import ACCURACY_COLUMNS, ACCURACY_CSV, COMPLEXITY_COLUMNS, COMPLEXITY_CSV
+    from attnbench.runs.schema import (
+        ACCURACY_COLUMNS,
+        ACCURACY_CSV,
+        COMPLEXITY_COLUMNS,
+        COMPLEXITY_CSV,
+        DECODE_COLUMNS,
+        DECODE_CSV,
+    )
     from attnbench.runs.session import new_run, open_for_resume
     from attnbench.sweeps import suite as suites
     from attnbench.sweeps.accuracy import AccuracyConfig
@@ -83,5 +91,7 @@ def run_command(
     for table in complexity_tables(run_dir.rows(COMPLEXITY_CSV, COMPLEXITY_COLUMNS)):
         console.print(table)
     console.print(accuracy_table(run_dir.rows(ACCURACY_CSV, ACCURACY_COLUMNS)))
+    if decode is not None:
+        console.print(decode_table(run_dir.rows(DECODE_CSV, DECODE_COLUMNS)))
     console.print(f"done in {time.perf_counter() - started:.0f} s")
     console.print(f"[bold green]report:[/] {report}")
