@@ -126,4 +126,9 @@ def layer_section(complexity: pd.DataFrame, embeds: list[str]) -> str:
         "*attention > rest from n*: the n from which attention takes longer than the rest of the layer at every "
         "larger measured n (its share passes 50%), interpolated on log axes between the two lengths around it."
     )
+    if (shares["time_share"] > 1).any():
+        parts.append(
+            "A time share above 100% is timing noise: the attention cell ran slower than the layer around the "
+            "same attention. Measure again on a quiet machine before reading the crossover."
+        )
     return "\n\n".join([*parts, *embeds])

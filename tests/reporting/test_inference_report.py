@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from attnbench.reporting.decode_analysis import decode_slopes, tokens_per_second
+from attnbench.reporting.inference_report import layer_section
 from attnbench.reporting.layer_share import attention_overtakes, layer_shares
 from attnbench.reporting.report import write_report
 from attnbench.runs.rundir import CsvAppender, write_json_atomic
@@ -60,6 +61,14 @@ def test_attention_overtakes_the_rest_where_its_time_passes_the_remainder() -> N
     assert over.loc["softmax", "how"] == "crossing"
     assert over.loc["softmax", "overtakes_n"] == pytest.approx(1000.0)
     assert over.loc["window", "how"] == "never" and math.isnan(over.loc["window", "overtakes_n"])
+
+
+def test_a_share_above_one_is_flagged_as_noise() -> None:
+    rows = layer_rows()
+    assert "timing noise" not in layer_section(rows, [])
+    noisy = (rows["spec"] == "window") & (rows["scope"] == "attention") & (rows["seq_len"] == 256)
+    rows.loc[noisy, "time_median_s"] = 1.0  # slower than the whole layer around it
+    assert "timing noise" in layer_section(rows, [])
 
 
 def decode_rows() -> pd.DataFrame:
