@@ -44,7 +44,8 @@ def decode_figure(decode: pd.DataFrame, colors: Palette) -> Figure:
             series = series[series[metric] > 0].sort_values("context")
             slope = slope_of.get((spec, int(batch), metric), math.nan)
             label = f"{spec} (b={batch})" if several_batches else str(spec)
-            label += " (slope n/a)" if math.isnan(slope) else f" (slope {slope:.2f})"
+            shown = abs(slope) if abs(slope) < 0.005 else slope  # a flat fit may land a rounding error below 0
+            label += " (slope n/a)" if math.isnan(slope) else f" (slope {shown:.2f})"
             ax.plot(series["context"], series[metric] * scale, marker="o", markersize=4,
                     color=colors.get(str(spec), (0.3, 0.3, 0.3, 1.0)), label=label)  # fmt: skip
         if not rows.empty:
