@@ -147,10 +147,15 @@ def test_step_checks_its_inputs() -> None:
 
 def test_state_bytes_count_what_is_in_use() -> None:
     q = torch.randn(1, 2, 9, 8)
-    cache_owner = create_attention("softmax", head_dim=8, num_heads=2)
+    cache_owner = create_attention("softmax-naive", head_dim=8, num_heads=2)
     _, cache = cache_owner.prefill(q, q, q)
     assert isinstance(cache, KVCache)
-    assert cache_owner.state_bytes(cache) == 3 * 2 * 9 * 8 * 4  # q, k and v of every token: O(t)
+    assert cache_owner.state_bytes(cache) == 3 * 2 * 9 * 8 * 4  # the default: q, k and v of every token, O(t)
+    softmax = create_attention("softmax", head_dim=8, num_heads=2)
+    _, cache = softmax.prefill(q, q, q)
+    assert softmax.state_bytes(cache) == 2 * 2 * 9 * 8 * 4  # a K/V cache: keys and values only
+    _, cache = softmax.step(q[:, :, :1], q[:, :, :1], q[:, :, :1], cache)
+    assert softmax.state_bytes(cache) == 2 * 2 * 10 * 8 * 4
 
     window = create_attention("window:radius=3", head_dim=8, num_heads=2)
     empty = window.init_state(batch=1)

@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from attnbench.cli import bench, compare, report, run, variants  # noqa: F401  (each registers its commands)
+from attnbench.cli import bench, compare, decode, report, run, variants  # noqa: F401  (each registers its commands)
 from attnbench.cli.app import app
 
 __all__ = ["app", "main"]

@@ -30,13 +30,22 @@ def run_command(
 
     import torch
 
+    from attnbench.cli.decode import decode_table
     from attnbench.core.registry import loaded_plugins
     from attnbench.reporting.report import write_report
-    from attnbench.runs.schema import ACCURACY_COLUMNS, ACCURACY_CSV, COMPLEXITY_COLUMNS, COMPLEXITY_CSV
+    from attnbench.runs.schema import (
+        ACCURACY_COLUMNS,
+        ACCURACY_CSV,
+        COMPLEXITY_COLUMNS,
+        COMPLEXITY_CSV,
+        DECODE_COLUMNS,
+        DECODE_CSV,
+    )
     from attnbench.runs.session import new_run, open_for_resume
     from attnbench.sweeps import suite as suites
     from attnbench.sweeps.accuracy import AccuracyConfig
     from attnbench.sweeps.complexity_config import ComplexityConfig
+    from attnbench.sweeps.decode_config import DecodeConfig
     from attnbench.sweeps.suite_file import load_suite
 
     started = time.perf_counter()
@@ -47,6 +56,7 @@ def run_command(
         run_dir, manifest = open_for_resume(resume, "run", {"device": device, "threads": threads})
         complexity = ComplexityConfig.from_dict(manifest["complexity"]) if manifest.get("complexity") else None
         accuracy = AccuracyConfig.from_dict(manifest["accuracy"]) if manifest.get("accuracy") else None
+        decode = DecodeConfig.from_dict(manifest["decode"]) if manifest.get("decode") else None
         tolerance = manifest["run"]["acc_tolerance"]
     else:
         chosen = load_suite(suite or "quick")
@@ -56,11 +66,15 @@ def run_command(
             chosen, device=device, threads=threads or torch.get_num_threads(), plugins=plugins
         )
         accuracy = suites.accuracy_config(chosen, device=device, threads=threads, plugins=plugins)
+        decode = suites.decode_config(
+            chosen, device=device, threads=threads or torch.get_num_threads(), plugins=plugins
+        )
         tolerance = chosen.report.acc_tolerance
         sections = {
             "run": {"device": device, "threads": threads, "acc_tolerance": tolerance, "suite": chosen.to_dict()},
             "complexity": complexity.to_dict() if complexity else None,
             "accuracy": accuracy.to_dict() if accuracy else None,
+            "decode": decode.to_dict() if decode else None,
         }
         run_dir = new_run(
             "run", suite=chosen.name, sections=sections, device=device, threads=threads or torch.get_num_threads(),
@@ -69,12 +83,15 @@ def run_command(
     console.print(f"[bold]attnbench run[/] → {run_dir.path}")
     in_session(
         run_dir, lambda executor, on_event: suites.run_suite(
-            run_dir, executor, complexity=complexity, accuracy=accuracy, max_cells=max_cells, on_event=on_event
+            run_dir, executor, complexity=complexity, accuracy=accuracy, decode=decode, max_cells=max_cells,
+            on_event=on_event,
         ),
     )  # fmt: skip
     report = write_report(run_dir.path, acc_tolerance=tolerance)
     for table in complexity_tables(run_dir.rows(COMPLEXITY_CSV, COMPLEXITY_COLUMNS)):
         console.print(table)
     console.print(accuracy_table(run_dir.rows(ACCURACY_CSV, ACCURACY_COLUMNS)))
+    if decode is not None:
+        console.print(decode_table(run_dir.rows(DECODE_CSV, DECODE_COLUMNS)))
     console.print(f"done in {time.perf_counter() - started:.0f} s")
     console.print(f"[bold green]report:[/] {report}")

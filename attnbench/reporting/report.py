@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,13 +18,16 @@ from matplotlib.figure import Figure
 
 from attnbench.core.baseline import ACC_TOLERANCE_POINTS, BASELINE, LSTM_BASELINE, RECURRENT_BASELINE_FAMILY
 from attnbench.core.errors import UserError
-from attnbench.reporting import plots
+from attnbench.reporting import decode_plots, plots
 from attnbench.reporting.analysis import (
     accuracy_spread,
     accuracy_verdicts,
     recommendations,
     scaling_summary,
 )
+from attnbench.reporting.inference_report import decode_section, layer_section
+from attnbench.reporting.layer_share import layer_shares
+from attnbench.reporting.markdown import markdown_table
 from attnbench.reporting.parallelism import parallelism_figure, parallelism_markdown, parallelism_table
 from attnbench.reporting.units import human_bytes, human_seconds
 from attnbench.runs.loading import RunData, load_run
@@ -34,6 +37,7 @@ from attnbench.runs.schema import (
     BY_DISTANCE_CSV,
     COMPLEXITY_CSV,
     CURVES_CSV,
+    DECODE_CSV,
     PLOTS,
     REPORT,
 )
@@ -114,6 +118,13 @@ def draw_plots(data: RunData, colors: plots.Palette) -> list[tuple[Plot, Callabl
     if not approx.empty and ((approx["status"] == "ok") & (approx["rel_error"] > 0)).any():
         todo.append((Plot("approximation_error", "Approximation error vs softmax", "approximation"),
                      lambda: plots.approximation_figure(approx, colors)))  # fmt: skip
+    if not data.decode.empty and (data.decode["status"] == "ok").any():
+        todo.append((Plot("decode_vs_context", "Decode latency and state bytes vs context", "decode"),
+                     lambda: decode_plots.decode_figure(data.decode, colors)))  # fmt: skip
+    shares = layer_shares(comp)
+    if not shares.empty:
+        todo.append((Plot("layer_share", "Attention's share of layer time vs n", "layer"),
+                     lambda: decode_plots.layer_share_figure(shares, colors)))  # fmt: skip
     sparse = sparse_specs(data)
     if sparse:
         config = data.manifest.get("complexity") or {}
@@ -129,18 +140,6 @@ def draw_plots(data: RunData, colors: plots.Palette) -> list[tuple[Plot, Callabl
 
 
 # markdown ------------------------------------------------------------------------------------------------
-def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str = "") -> str:
-    """A GitHub-flavoured table; ``align`` is one letter per column (l, r), left by default."""
-    header = list(header)
-    align = align.ljust(len(header), "l")
-    rule = ["---:" if a == "r" else "---" for a in align]
-
-    def line(cells: Sequence[Any]) -> str:
-        return "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
-
-    return "\n".join([line(header), line(rule), *(line(r) for r in rows)])
-
-
 def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
@@ -442,7 +441,8 @@ def patterns_section(plot_links: dict[str, list[Plot]]) -> str:
 def files_section(data: RunData, failed_plots: list[tuple[str, str]]) -> str:
     rows = []
     frames = {COMPLEXITY_CSV: data.complexity, ACCURACY_CSV: data.accuracy, CURVES_CSV: data.curves,
-              BY_DISTANCE_CSV: data.by_distance, APPROXIMATION_CSV: data.approximation}  # fmt: skip
+              BY_DISTANCE_CSV: data.by_distance, APPROXIMATION_CSV: data.approximation,
+              DECODE_CSV: data.decode}  # fmt: skip
     for name, frame in frames.items():
         rows.append([f"`{name}`", "missing" if name in data.missing_files else f"{len(frame)} rows"])
     text = "## Result files\n\n" + markdown_table(["file", "content"], rows, "lr")
@@ -531,6 +531,8 @@ def write_report(run_dir: Path, *, acc_tolerance: float | None = None) -> Path:
         throughput_section(data, plot_links),
         accuracy_section(data, plot_links),
         approximation_section(data, plot_links),
+        layer_section(data.complexity, [_embed(p) for p in plot_links.get("layer", [])]),
+        decode_section(data.decode, [_embed(p) for p in plot_links.get("decode", [])]),
         patterns_section(plot_links),
         files_section(data, failed),
     ]

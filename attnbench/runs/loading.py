@@ -17,6 +17,7 @@ from attnbench.runs.schema import (
     BY_DISTANCE_CSV,
     COMPLEXITY_CSV,
     CURVES_CSV,
+    DECODE_CSV,
     FILES,
     MANIFEST,
 )
@@ -34,10 +35,11 @@ class RunData:
     by_distance: pd.DataFrame
     approximation: pd.DataFrame
     missing_files: list[str] = field(default_factory=list)
+    decode: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def specs(self) -> list[str]:
-        frames = (self.complexity, self.accuracy, self.by_distance, self.approximation)
+        frames = (self.complexity, self.accuracy, self.by_distance, self.approximation, self.decode)
         return sorted({str(s) for f in frames if "spec" in f.columns for s in f["spec"].dropna()})
 
 
@@ -69,4 +71,5 @@ def load_run(run_dir: Path) -> RunData:
         by_distance=frames[BY_DISTANCE_CSV],
         approximation=frames[APPROXIMATION_CSV],
         missing_files=missing,
+        decode=frames[DECODE_CSV],
     )

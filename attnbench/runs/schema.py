@@ -29,6 +29,10 @@ APPROXIMATION_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 CURVES_COLUMNS: tuple[str, ...] = ("task", "spec", "seed", "step", "train_loss", "val_acc", "elapsed_s")
 BY_DISTANCE_COLUMNS: tuple[str, ...] = ("task", "spec", "seed", "distance_bucket", "n", "acc")
+DECODE_COLUMNS: tuple[str, ...] = (
+    "spec", "variant", "family", "device", "dtype", "threads", "batch", "heads", "head_dim", "context", "status",
+    "prefill_s", "decode_median_s", "decode_iqr_s", "state_bytes", "peak_mem_bytes", "stable", "message",
+)  # fmt: skip
 
 STATUSES = ("ok", "oom", "timeout", "skipped", "error", "diverged")
 FAILED: tuple[str, ...] = ("oom", "timeout", "error")  # a variant that failed at n is skipped at larger n
@@ -39,6 +43,7 @@ ACCURACY_CSV = "accuracy.csv"
 CURVES_CSV = "curves.csv"
 BY_DISTANCE_CSV = "accuracy_by_distance.csv"
 APPROXIMATION_CSV = "approximation.csv"
+DECODE_CSV = "decode.csv"
 REPORT = "report.md"
 PLOTS = "plots"
 FILES: dict[str, Sequence[str]] = {
@@ -47,4 +52,5 @@ FILES: dict[str, Sequence[str]] = {
     CURVES_CSV: CURVES_COLUMNS,
     BY_DISTANCE_CSV: BY_DISTANCE_COLUMNS,
     APPROXIMATION_CSV: APPROXIMATION_COLUMNS,
+    DECODE_CSV: DECODE_COLUMNS,
 }

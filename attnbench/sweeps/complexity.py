@@ -20,7 +20,6 @@ from attnbench.execution.protocol import Executor, Outcome, Progress, run_one
 from attnbench.measure.approximation import approximation_cell
 from attnbench.measure.cells import CellSpec, MemoryCell, PeakCell, Timing
 from attnbench.measure.cost import cell_cost, cell_flops, input_bytes, predicted_peak
-from attnbench.measure.lstm_layer import LSTMLayerKind, is_lstm_layer
 from attnbench.measure.memory import memory_cell
 from attnbench.measure.peak import matmul_peak_gflops
 from attnbench.measure.timing import time_cell
@@ -36,6 +35,7 @@ from attnbench.runs.schema import (
 )
 from attnbench.sweeps.complexity_config import ComplexityConfig, default_variants
 from attnbench.sweeps.events import CellFinished, CellStarted, OnEvent, PhaseStarted, ignore
+from attnbench.sweeps.variant_lookup import VariantLookup
 
 __all__ = [
     "ComplexityConfig", "cell_flops", "complexity_job", "default_variants", "input_bytes", "plan_cells",
@@ -78,20 +78,7 @@ def label(cell: CellSpec) -> str:
     return f"{cell.spec} {cell.scope} {cell.pass_} n={cell.seq_len}"
 
 
-class _Variants:
-    """Each variant's spec parsed once per sweep: its name, family and class."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, tuple[str, str, type]] = {}
-
-    def __call__(self, spec: str) -> tuple[str, str, type]:
-        if spec not in self._seen and is_lstm_layer(spec):
-            self._seen[spec] = (spec, LSTMLayerKind.family, LSTMLayerKind)
-        if spec not in self._seen:
-            name = parse_attention_spec(spec).name
-            cls = attention_class(name)
-            self._seen[spec] = (name, cls.family, cls)
-        return self._seen[spec]
+_Variants = VariantLookup  # shared with the decode sweep
 
 
 def _base_row(cell: CellSpec, name: str, family: str) -> dict[str, Any]:

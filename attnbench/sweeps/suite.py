@@ -10,6 +10,8 @@ from attnbench.runs.environment import device_memory_bytes
 from attnbench.runs.rundir import RunDir
 from attnbench.sweeps.accuracy import DEFAULT_THREADS, AccuracyConfig, TaskPlan, accuracy_job
 from attnbench.sweeps.complexity import ComplexityConfig, complexity_job
+from attnbench.sweeps.decode import decode_job
+from attnbench.sweeps.decode_config import DecodeConfig
 from attnbench.sweeps.events import OnEvent, ignore
 from attnbench.sweeps.options import parse_bytes
 from attnbench.sweeps.suite_file import Suite
@@ -41,12 +43,21 @@ def accuracy_config(suite: Suite, *, device: str, threads: int | None, plugins: 
     return AccuracyConfig(tasks=plans, device=device, threads=threads, plugins=plugins)
 
 
+def decode_config(suite: Suite, *, device: str, threads: int, plugins: list[str]) -> DecodeConfig | None:
+    if suite.decode is None:
+        return None
+    values: dict[str, Any] = asdict(suite.decode)
+    budget = parse_bytes(values["memory_budget"], available=device_memory_bytes(device))
+    return DecodeConfig(**values, device=device, threads=threads, plugins=plugins, memory_budget_bytes=budget)
+
+
 def run_suite(
     run_dir: RunDir,
     executor: Executor,
     *,
     complexity: ComplexityConfig | None,
     accuracy: AccuracyConfig | None,
+    decode: DecodeConfig | None = None,
     max_cells: int | None = None,
     on_event: OnEvent = ignore,
 ) -> None:
@@ -55,3 +66,5 @@ def run_suite(
         complexity_job(complexity, run_dir, executor, max_cells=max_cells, on_event=on_event)
     if accuracy is not None:
         accuracy_job(accuracy, run_dir, executor, max_cells=max_cells, on_event=on_event)
+    if decode is not None:
+        decode_job(decode, run_dir, executor, max_cells=max_cells, on_event=on_event)

@@ -19,6 +19,7 @@ from attnbench.core.errors import UserError
 from attnbench.core.registry import attention_class, canonical_spec, coerce, parse_attention_spec, type_name
 from attnbench.sweeps.accuracy import DEFAULT_PRESET
 from attnbench.sweeps.complexity_config import default_of
+from attnbench.sweeps.decode_config import decode_default_of
 from attnbench.sweeps.options import parse_bytes, parse_lengths
 
 SUITES_PACKAGE = "attnbench.suites"
@@ -41,6 +42,23 @@ class ComplexitySection:
     time_budget_s: float = default_of("time_budget_s")
     min_run_time: float = default_of("min_run_time")
     max_run_time: float = default_of("max_run_time")
+
+
+@dataclass(kw_only=True)
+class DecodeSection:
+    """A suite's [decode] table: the keys of DecodeConfig a suite may set, with DecodeConfig's defaults."""
+
+    variants: list[str]
+    contexts: list[int] | str = field(default_factory=lambda: decode_default_of("contexts"))
+    batches: list[int] = field(default_factory=lambda: decode_default_of("batches"))
+    heads: int = decode_default_of("heads")
+    head_dim: int = decode_default_of("head_dim")
+    dtype: str = decode_default_of("dtype")
+    warmup_steps: int = decode_default_of("warmup_steps")
+    steps: int = decode_default_of("steps")
+    step_time_budget_s: float = decode_default_of("step_time_budget_s")
+    memory_budget: str = decode_default_of("memory_budget")
+    time_budget_s: float = decode_default_of("time_budget_s")
 
 
 @dataclass(kw_only=True)
@@ -70,6 +88,7 @@ class Suite:
     description: str = ""
     complexity: ComplexitySection | None = None
     accuracy: AccuracySection | None = None
+    decode: DecodeSection | None = None
     report: ReportSection = field(default_factory=ReportSection)
     source: str = ""
 
@@ -110,7 +129,7 @@ def load_suite(name_or_path: str) -> Suite:
 
 def parse_suite(data: dict[str, Any], *, source: str, default_name: str) -> Suite:
     where = f"suite {source}"
-    known = {"name", "description", "complexity", "accuracy", "report"}
+    known = {"name", "description", "complexity", "accuracy", "decode", "report"}
     _reject_unknown(data, known, where, "top level")
     complexity = accuracy = None
     if "complexity" in data:
@@ -139,8 +158,9 @@ def parse_suite(data: dict[str, Any], *, source: str, default_name: str) -> Suit
             _check_task(task, where, label)
             tasks.append(task)
         accuracy = AccuracySection(tasks=tasks, threads=threads)
-    if complexity is None and accuracy is None:
-        raise UserError(f"{where}: has neither [complexity] nor [[accuracy.tasks]]: nothing to run")
+    decode = _decode_section(data["decode"], where) if "decode" in data else None
+    if complexity is None and accuracy is None and decode is None:
+        raise UserError(f"{where}: has none of [complexity], [[accuracy.tasks]], [decode]: nothing to run")
     report = _section(data.get("report", {}), ReportSection, where, "[report]")
     if not report.acc_tolerance >= 0:  # `not >=` also refuses nan
         raise UserError(f"{where}: [report].acc_tolerance: must be >= 0 accuracy points, got {report.acc_tolerance}")
@@ -149,7 +169,7 @@ def parse_suite(data: dict[str, Any], *, source: str, default_name: str) -> Suit
         raise UserError(f"{where}: name {name!r} must be letters, digits, '-' or '_' (it names the run directory)")
     return Suite(
         name=name, description=str(data.get("description", "")), complexity=complexity, accuracy=accuracy,
-        report=report, source=source,
+        decode=decode, report=report, source=source,
     )  # fmt: skip
 
 
@@ -242,6 +262,26 @@ def _check_complexity(section: ComplexitySection, where: str) -> None:
         ComplexityConfig(**values)
     except UserError as err:
         raise UserError(f"{where}: [complexity]: {err}") from None
+
+
+def _decode_section(raw: Any, where: str) -> DecodeSection:
+    """The [decode] table, checked: then DecodeConfig is built once, as the run will build it."""
+    from attnbench.sweeps.decode_config import DecodeConfig
+
+    section = _section(raw, DecodeSection, where, "[decode]")
+    section.variants = _specs(section.variants, where, "[decode].variants")
+    contexts = section.contexts
+    try:
+        section.contexts = parse_lengths(
+            [contexts] if isinstance(contexts, str) else [str(c) for c in contexts], option="contexts"
+        )
+        parse_bytes(section.memory_budget, available=2**40, option="memory_budget")
+        values = asdict(section)
+        del values["memory_budget"]
+        DecodeConfig(**values)
+    except UserError as err:
+        raise UserError(f"{where}: [decode]: {err}") from None
+    return section
 
 
 def _check_task(task: TaskEntry, where: str, label: str) -> None:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnbench.core.attention import Attention, causal_pair_count, rows_with_keys
+from attnbench.core.attention import Attention, KVCache, causal_pair_count, rows_with_keys
 from attnbench.core.registry import register_attention
 
 
@@ -55,6 +55,26 @@ class SoftmaxAttention(_FullAttention):
             allowed = (key_mask | ~has_key[:, :1])[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=self.scale)
         return out.masked_fill(~has_key[:, None, :, None], 0.0)
+
+    # a KV cache proper: keys and values only, and one query against them per step (O(t), not the default's
+    # causal forward over every token so far)
+    def prefill(self, q: Tensor, k: Tensor, v: Tensor, *, key_mask: Tensor | None = None) -> tuple[Tensor, KVCache]:
+        out = self(q, k, v, causal=True, key_mask=key_mask)
+        return out, KVCache(q=q[:, :, :0], k=k, v=v, key_mask=key_mask)
+
+    def step(
+        self, q: Tensor, k: Tensor, v: Tensor, state: KVCache, *, key_valid: Tensor | None = None
+    ) -> tuple[Tensor, KVCache]:
+        key_mask = state.key_mask
+        if key_valid is not None or key_mask is not None:
+            t, b = state.k.shape[2], q.shape[0]
+            past = key_mask if key_mask is not None else torch.ones(b, t, dtype=torch.bool, device=q.device)
+            now = key_valid if key_valid is not None else torch.ones(b, dtype=torch.bool, device=q.device)
+            key_mask = torch.cat([past, now[:, None]], dim=1)  # (B, t + 1)
+        keys, values = torch.cat([state.k, k], dim=2), torch.cat([state.v, v], dim=2)  # (B, H, t + 1, D)
+        # the newest query may see every cached key: the last row of the causal forward, without its mask
+        out = self(q, keys, values, causal=False, key_mask=key_mask)
+        return out, KVCache(q=state.q, k=keys, v=values, key_mask=key_mask)
 
     def predicted_peak_bytes(
         self, *, batch: int, seq_q: int, seq_k: int, causal: bool, backward: bool, element_size: int

@@ -30,6 +30,13 @@ task = "mqar"
 variants = ["softmax", "linear"]
 overrides = { steps = 3, seq_len = 32, d_model = 16, num_layers = 1, val_size = 64, test_size = 64 }
 
+[decode]
+variants = ["softmax", "linear"]
+contexts = [16, 32]
+heads = 2
+head_dim = 8
+steps = 3
+
 [report]
 acc_tolerance = 3.0
 """
@@ -49,6 +56,9 @@ def test_run_a_tiny_suite_end_to_end(tmp_path: Path) -> None:
     assert len(complexity) == 4 * 2 * 2 and set(complexity["status"]) == {"ok"}
     assert len(pd.read_csv(out / "accuracy.csv")) == 2
     assert set(pd.read_csv(out / "approximation.csv")["spec"]) == {"linear"}
+    decode = pd.read_csv(out / "decode.csv")
+    assert len(decode) == 2 * 2 and set(decode["status"]) == {"ok"}
+    assert manifest["decode"]["contexts"] == [16, 32]
     plots = {p.name for p in (out / "plots").iterdir()}
     for name in ("time_vs_n_attention", "memory_vs_n_attention", "gflops_vs_n_attention", "accuracy"):
         assert {f"{name}.png", f"{name}.svg"} <= plots, plots
@@ -56,6 +66,7 @@ def test_run_a_tiny_suite_end_to_end(tmp_path: Path) -> None:
     for spec in ("softmax", "softmax-naive", "window:block=16,radius=8", "linear"):
         assert spec in report
     assert "3 percentage points" in report
+    assert "## Decoding (inference cost)" in report
     assert f"report: {out / 'report.md'}" in result.output.replace("\n", "")
 
 
@@ -70,6 +81,7 @@ def test_run_resume_and_report_regeneration(tmp_path: Path) -> None:
     assert second.exit_code == 0, second.output
     assert len(pd.read_csv(out / "complexity.csv")) == 16
     assert len(pd.read_csv(out / "accuracy.csv")) == 2
+    assert len(pd.read_csv(out / "decode.csv")) == 4
     (out / "report.md").unlink()
     again = runner.invoke(app, ["report", str(out)])
     assert again.exit_code == 0, again.output
