@@ -282,8 +282,6 @@ def run_sweep(
         """Settle the cell, or queue it for another attempt."""
         nonlocal remeasures_left
         state = attempts[key]
-        if not state.readings:  # every re-measure failed: the first reading stood alone and was suspect
-            return
         latest = state.readings[-1][0]
         why = "; ".join(latest.doubts(rules))
         if not why:
@@ -311,11 +309,10 @@ def run_sweep(
                 executor.submit(time_cell, job.cell, timeout_s=job.cell.time_budget_s, tag=job)
                 in_flight += 1
                 continue
-            if max_cells is not None and started >= max_cells:
+            if todo and max_cells is not None and started >= max_cells:
                 run_dir.stopped_early = True
-                todo.clear()
-                later.clear()
-                return
+                todo.clear()  # no new cell; the started ones still get their re-measures and settle
+                continue
             cell = todo.popleft()
             started += 1
             on_event(CellStarted(label(cell)))
@@ -343,9 +340,7 @@ def run_sweep(
             if event.status == "ok":
                 raw.extend(raw_rows(job.row, event.result, job.attempt))
                 attempts[key].readings.append((Reading.of(event.result, job.cell.threads), event.result))
-            judge(key)
-            if key in attempts and key not in later:
-                settle(key, stable=False, why="re-measure failed: " + (event.message or event.status))
+            judge(key)  # a failed re-measure adds no reading: the cell is judged on the ones it has
         elif job.timing is None and event.status == "ok":
             warmup_full = event.result.time_median_s < FULL_WARMUP_BELOW_S
             executor.submit(
@@ -364,8 +359,6 @@ def run_sweep(
             judge(key)
         in_flight -= 1
         feed()
-    for key in list(attempts):  # stopped early (max_cells): what is still suspect is not written
-        del attempts[key]
     return started
 
 
