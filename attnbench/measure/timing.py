@@ -41,7 +41,7 @@ def time_cell(cell: CellSpec, report: Callable[[dict[str, Any]], None] | None = 
 
     def block(number: int) -> float:
         before = snapshot()
-        per_run = float(timer.timeit(number=number).times[0])
+        per_run = _timeit(timer, number) / number
         evidence.append(between(before, snapshot()))
         blocks.append(per_run)
         return per_run
@@ -78,10 +78,16 @@ def _runs_per_block(timer: benchmark.Timer, min_run_time: float) -> int:
     target = max(min_run_time / BLOCKS_PER_MIN_RUN, 1e-3)
     number = 1
     while True:
-        elapsed = float(timer.timeit(number=number).times[0]) * number
+        elapsed = _timeit(timer, number)
         if elapsed >= target or number >= 1_000_000:
             return number
         number = min(1_000_000, max(number * 2, int(number * target / max(elapsed, 1e-9) * 1.1)))
+
+
+def _timeit(timer: benchmark.Timer, number: int) -> float:
+    """Seconds for ``number`` back-to-back runs. ``Timer.timeit`` would add max(number/100, 2) warm-up runs to
+    every block (tripling a block of one slow call); its autorange loops time blocks with ``_timeit`` as here."""
+    return float(timer._timeit(number))
 
 
 def spread(values: list[float]) -> float:
