@@ -266,7 +266,8 @@ def run_sweep(
         job = _InFlight(state.job.cell, state.job.row, timing)
         row = _measured_row(job, state.memory, machine_peak_gflops, reading)
         row |= {"stable": stable, "attempts": state.tries}
-        if not stable:
+        if not stable:  # the reason the kept reading itself gives, else the one that triggered the re-measures
+            why = " and ".join(reading.doubts(rules)) or _off(key, reading) or why
             row["message"] = "; ".join(m for m in (f"unstable: {why}", row["message"]) if m)
         elif row["status"] == "ok":
             series.setdefault(_series_key(key), {})[key[3]] = reading.time_median_s
@@ -283,7 +284,7 @@ def run_sweep(
         nonlocal remeasures_left
         state = attempts[key]
         latest = state.readings[-1][0]
-        why = "; ".join(latest.doubts(rules))
+        why = " and ".join(latest.doubts(rules))
         if not why:
             clean = [r for r, _ in state.readings if not r.doubts(rules)]
             off = _off(key, latest)
