@@ -9,6 +9,7 @@ missing. Either file may be absent (another OS, a container without PSI): the re
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,3 +97,16 @@ def wait_fraction(blocks: tuple[BlockEvidence, ...] | list[BlockEvidence], threa
     if pressures and all(p is not None for p in pressures):
         return sum(p for p in pressures if p is not None) / wall
     return None
+
+
+def iqr(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q3 - q1
+
+
+def spread(values: list[float]) -> float:
+    """IQR / median: the robust spread of a cell's blocks (``time_cv``)."""
+    middle = statistics.median(values) if values else 0.0
+    return iqr(values) / middle if middle > 0 else 0.0

@@ -17,8 +17,7 @@ from typing import Any
 from attnbench.core.errors import UserError
 from attnbench.core.robust import theil_sen
 from attnbench.measure.cells import Timing
-from attnbench.measure.evidence import wait_fraction
-from attnbench.measure.timing import spread
+from attnbench.measure.evidence import spread, wait_fraction
 
 MIN_SERIES_POINTS = 2  # other stable lengths a series check needs
 

@@ -17,7 +17,7 @@ import torch
 from torch.utils import benchmark
 
 from attnbench.measure.cells import CellSpec, Timing
-from attnbench.measure.evidence import BlockEvidence, between, snapshot
+from attnbench.measure.evidence import BlockEvidence, between, iqr, snapshot, spread
 from attnbench.measure.workload import build_workload
 
 SLOW_CALL_S = 0.25  # a call slower than this is timed a few times one by one instead of by autorange
@@ -88,16 +88,3 @@ def _timeit(timer: benchmark.Timer, number: int) -> float:
     """Seconds for ``number`` back-to-back runs. ``Timer.timeit`` would add max(number/100, 2) warm-up runs to
     every block (tripling a block of one slow call); its autorange loops time blocks with ``_timeit`` as here."""
     return float(timer._timeit(number))
-
-
-def spread(values: list[float]) -> float:
-    """IQR / median: the robust spread of a cell's blocks (``time_cv``)."""
-    middle = statistics.median(values) if values else 0.0
-    return iqr(values) / middle if middle > 0 else 0.0
-
-
-def iqr(values: list[float]) -> float:
-    if len(values) < 2:
-        return 0.0
-    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    return q3 - q1
