@@ -12,7 +12,7 @@ from attnbench.cli.app import bench_app
 from attnbench.cli.console import accuracy_table, complexity_tables, console
 from attnbench.cli.errors import fail, user_errors
 from attnbench.cli.jobs import finish, in_session
-from attnbench.cli.options import Device, MaxCells, Out, Resume, checked_device
+from attnbench.cli.options import Device, MaxCells, Out, Remeasure, Resume, checked_device
 from attnbench.core.baseline import BASELINE
 from attnbench.sweeps.complexity_config import default_of
 
@@ -71,6 +71,7 @@ def complexity_command(
     resume: Resume = None,
     max_cells: MaxCells = None,
     min_run_time: Annotated[float | None, typer.Option(hidden=True, min=0.0)] = None,
+    remeasure: Remeasure = None,
 ) -> None:
     """Time, peak memory and FLOPs of each variant as the sequence length grows; fitted scaling exponents."""
     import torch
@@ -96,6 +97,8 @@ def complexity_command(
     if resume is not None:
         if out is not None:
             fail("--out and --resume cannot be combined: --resume continues the run where it is")
+        if remeasure is not None:
+            fail("--remeasure cannot change on --resume: the run keeps the stability rules it started with")
         given["memory_budget"] = memory_budget  # as typed: "75%" of today's free RAM is not a conflict
         run_dir, manifest = open_for_resume(resume, "complexity", given)
         config = ComplexityConfig.from_dict(manifest["complexity"])
@@ -110,6 +113,8 @@ def complexity_command(
         available = device_memory_bytes(device or default_of("device"))
         chosen["memory_budget_bytes"] = parse_bytes(chosen["memory_budget"], available=available)
         chosen["plugins"] = loaded_plugins()
+        if remeasure is not None:
+            chosen["stability"] = {"remeasure": remeasure}
         config = ComplexityConfig(**chosen)
         run_dir = new_run(
             "complexity", sections={"complexity": config.to_dict()}, device=config.device, threads=config.threads,

@@ -12,7 +12,7 @@ from rich.table import Table
 from attnbench.cli.app import app
 from attnbench.cli.console import console
 from attnbench.cli.errors import user_errors
-from attnbench.reporting.compare import Comparison
+from attnbench.reporting.compare import Comparison, exponent_text
 from attnbench.reporting.units import human_bytes, human_percent, human_ratio, human_seconds
 
 
@@ -54,6 +54,18 @@ def comparison_tables(cmp: Comparison) -> list[Table]:
                 r["verdict"],
                 style=_style(r["regression"], r["verdict"]),
             )
+        tables.append(table)
+    if len(cmp.exponents):
+        table = Table(title="time exponents with 95% intervals (flagged only when they separate)",
+                      title_justify="left")  # fmt: skip
+        for column in ("variant", "A", "B", "verdict"):
+            table.add_column(column)
+        for _, r in cmp.exponents.iterrows():
+            table.add_row(
+                r["cell"], exponent_text(r["exponent_a"], r["exponent_low_a"], r["exponent_high_a"]),
+                exponent_text(r["exponent_b"], r["exponent_low_b"], r["exponent_high_b"]), r["verdict"],
+                style=_style(r["regression"], r["verdict"]),
+            )  # fmt: skip
         tables.append(table)
     if len(cmp.accuracy):
         table = Table(title="accuracy: mean test accuracy over usable seeds", title_justify="left")

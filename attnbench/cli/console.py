@@ -46,8 +46,11 @@ def exponent_table(frame: pd.DataFrame) -> Table:
     exps = scaling_exponents(frame)
     cross = crossovers(frame)
     fits = longest_fit(frame)
-    table = Table(title="scaling exponents (log-log fit over the largest lengths) and crossovers", title_justify="left")
-    for column in ("variant", "scope", "pass", "time exp (r²)", "memory exp (r²)", "faster than softmax from n",
+    table = Table(
+        title="scaling exponents (robust log-log fit over the largest stable lengths) and crossovers",
+        title_justify="left",
+    )
+    for column in ("variant", "scope", "pass", "time exp [95%] (r²)", "memory exp (r²)", "faster than softmax from n",
                    "longest ok n"):  # fmt: skip
         table.add_column(column)
     if exps.empty:
@@ -57,7 +60,11 @@ def exponent_table(frame: pd.DataFrame) -> Table:
         cells = []
         for metric in ("time_median_s", "peak_mem_bytes"):
             r = by_metric.loc[metric]
-            cells.append("-" if math.isnan(r["exponent"]) else f"{r['exponent']:.2f} ({r['r2']:.3f})")
+            text = "-" if math.isnan(r["exponent"]) else f"{r['exponent']:.2f} ({r['r2']:.3f})"
+            if metric == "time_median_s" and not math.isnan(r["exponent"]) and not math.isnan(r["exponent_low"]):
+                text = f"{r['exponent']:.2f} [{r['exponent_low']:.2f}, {r['exponent_high']:.2f}] ({r['r2']:.3f})"
+                text += " [yellow]incl. unstable[/]" if r["uses_unstable"] else ""
+            cells.append(text)
         match = (
             cross[(cross["spec"] == spec) & (cross["scope"] == scope) & (cross["pass"] == pass_)]
             if not cross.empty

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from attnbench.cli.errors import fail
+from attnbench.measure.stability import StabilityRules
 
 Device = Annotated[str | None, typer.Option(help="cpu (default) or cuda.")]
 Threads = Annotated[int | None, typer.Option(min=1, help="Default: torch's thread count.")]
@@ -28,3 +29,13 @@ def checked_device(device: str | None) -> str | None:
         if not torch.cuda.is_available():
             fail(f"--device {device}: CUDA is not available on this machine", hint="use --device cpu")
     return device
+
+
+Remeasure = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        help="Re-measures of a suspect timing cell, each in a fresh worker later in the sweep "
+        f"(default {StabilityRules().remeasure}; 0: none).",
+    ),
+]

@@ -27,6 +27,8 @@ def result_text(row: dict[str, Any]) -> str:
 
 
 def progress_text(info: dict[str, Any]) -> str:
+    if "suspect" in info:  # a timing to be measured again later (complexity sweep)
+        return f"suspect ({info['suspect']}), {info.get('next', '')}"
     val = "" if info.get("val_acc") is None else f" val {info['val_acc']:.3f}"
     return f"step {info['step']}/{info['steps']} loss {info['loss']:.3f}{val}"
 

@@ -10,7 +10,7 @@ from attnbench.cli.app import app
 from attnbench.cli.console import accuracy_table, complexity_tables, console
 from attnbench.cli.errors import fail, user_errors
 from attnbench.cli.jobs import in_session
-from attnbench.cli.options import Device, MaxCells, Out, Resume, Threads, checked_device
+from attnbench.cli.options import Device, MaxCells, Out, Remeasure, Resume, Threads, checked_device
 
 
 @app.command("run")
@@ -24,8 +24,10 @@ def run_command(
     device: Device = None,
     threads: Threads = None,
     max_cells: MaxCells = None,
+    remeasure: Remeasure = None,
 ) -> None:
     """The main job: a suite's complexity and accuracy sweeps, then plots and report.md."""
+    import dataclasses
     import time
 
     import torch
@@ -51,8 +53,8 @@ def run_command(
     started = time.perf_counter()
     device = checked_device(device)
     if resume is not None:
-        if suite is not None or out is not None:
-            fail("--resume finishes a run with its own suite: drop --suite/--out")
+        if suite is not None or out is not None or remeasure is not None:
+            fail("--resume finishes a run with its own suite: drop --suite/--out/--remeasure")
         run_dir, manifest = open_for_resume(resume, "run", {"device": device, "threads": threads})
         complexity = ComplexityConfig.from_dict(manifest["complexity"]) if manifest.get("complexity") else None
         accuracy = AccuracyConfig.from_dict(manifest["accuracy"]) if manifest.get("accuracy") else None
@@ -65,6 +67,9 @@ def run_command(
         complexity = suites.complexity_config(
             chosen, device=device, threads=threads or torch.get_num_threads(), plugins=plugins
         )
+        if complexity is not None and remeasure is not None:
+            stability = dataclasses.replace(complexity.stability, remeasure=remeasure)
+            complexity = dataclasses.replace(complexity, stability=stability)
         accuracy = suites.accuracy_config(chosen, device=device, threads=threads, plugins=plugins)
         decode = suites.decode_config(
             chosen, device=device, threads=threads or torch.get_num_threads(), plugins=plugins

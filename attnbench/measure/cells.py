@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from attnbench.measure.evidence import BlockEvidence
+
 Scope = Literal["attention", "layer"]
 Pass = Literal["fwd", "fwd+bwd"]
 PASSES: tuple[Pass, ...] = ("fwd", "fwd+bwd")
@@ -74,6 +76,7 @@ class Timing:
     time_iqr_s: float
     raw_times_s: tuple[float, ...]
     runs_per_block: int
+    blocks: tuple[BlockEvidence, ...] = ()  # one per raw time, where the worker could read the evidence
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from attnbench.core.baseline import ACC_TOLERANCE_POINTS, BASELINE
+from attnbench.core.robust import power_law
 
 GROUP = ("spec", "scope", "pass", "causal")
 TAIL_POINTS = 4  # exponents are fitted over the largest lengths, where the asymptotic term dominates
@@ -17,6 +18,34 @@ MIN_POINTS = 3
 
 def ok_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["status"] == "ok"] if "status" in frame.columns else frame
+
+
+def stable_mask(frame: pd.DataFrame) -> pd.Series:
+    """True for rows whose timing is trusted; a run from before the ``stable`` column counts as stable."""
+    if "stable" not in frame.columns:
+        return pd.Series(True, index=frame.index)
+    text = frame["stable"].astype(str).str.strip().str.lower()
+    return ~text.isin(["false", "0", "0.0"])
+
+
+def unstable_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """The ok cells measured but not trusted (``stable`` false)."""
+    if frame.empty:
+        return frame
+    ok = ok_rows(frame)
+    return ok[~stable_mask(ok)]
+
+
+def _trusted(part: pd.DataFrame, minimum: int = 1) -> tuple[pd.DataFrame, int, bool]:
+    """A group's rows without unstable ones, unless fewer than ``minimum`` stable ones remain (nothing else exists).
+
+    Returns (rows, unstable rows left out, whether unstable rows had to be used).
+    """
+    stable = stable_mask(part)
+    unstable = int((~stable).sum())
+    if unstable and int(stable.sum()) >= minimum:
+        return part[stable], unstable, False
+    return part, 0, bool(unstable)
 
 
 def fit_power_law(n: Sequence[float], y: Sequence[float]) -> tuple[float, float, float]:
@@ -31,6 +60,18 @@ def fit_power_law(n: Sequence[float], y: Sequence[float]) -> tuple[float, float,
     return float(slope), float(math.exp(intercept)), r2
 
 
+def robust_power_law(n: Sequence[float], y: Sequence[float]) -> tuple[float, float, float, float]:
+    """Theil–Sen of log y on log n: (exponent, its 95% bootstrap interval low and high, r² of that line)."""
+    line = power_law(n, y)
+    x = np.log(np.asarray(n, dtype=float))
+    z = np.log(np.asarray(y, dtype=float))
+    residual = z - (line.slope * x + line.intercept)
+    total = z - z.mean()
+    ss_tot = float(total @ total)
+    r2 = 1.0 - float(residual @ residual) / ss_tot if ss_tot > 0 else 1.0
+    return line.slope, line.slope_low, line.slope_high, r2
+
+
 def scaling_exponents(
     frame: pd.DataFrame,
     metrics: Sequence[str] = ("time_median_s", "peak_mem_bytes"),
@@ -38,22 +79,34 @@ def scaling_exponents(
     tail: int = TAIL_POINTS,
     group: Sequence[str] = GROUP,
 ) -> pd.DataFrame:
-    """One row per group × metric: the log-log slope over the ``tail`` largest ok lengths, with its r²."""
+    """One row per group × metric: the robust (Theil–Sen) log-log slope over the ``tail`` largest ok lengths.
+
+    With its 95% bootstrap interval (``exponent_low``/``exponent_high``, over the lengths) and the r² of
+    that line. Time fits leave unstable cells out (``unstable_left_out`` counts them) unless too few stable
+    ones remain, when ``uses_unstable`` says the fit had to include them.
+    """
     rows = []
     keys = [g for g in group if g in frame.columns]
     for key, part in ok_rows(frame).groupby(keys, dropna=False, sort=True):
         key = key if isinstance(key, tuple) else (key,)
         for metric in metrics:
-            points = part[["seq_len", metric]].dropna()
+            chosen, left_out, uses_unstable = (
+                _trusted(part, MIN_POINTS) if metric.startswith("time") else (part, 0, False)
+            )
+            points = chosen[["seq_len", metric]].dropna()
             points = points[points[metric] > 0].sort_values("seq_len").drop_duplicates("seq_len", keep="last")
             points = points.tail(tail)
-            record = dict(zip(keys, key, strict=True)) | {"metric": metric, "points": len(points)}
+            record = dict(zip(keys, key, strict=True)) | {
+                "metric": metric, "points": len(points), "unstable_left_out": left_out,
+                "uses_unstable": uses_unstable,
+            }  # fmt: skip
             if len(points) >= MIN_POINTS:
-                slope, _, r2 = fit_power_law(points["seq_len"], points[metric])
-                record |= {"exponent": slope, "r2": r2, "n_min": int(points["seq_len"].min()),
-                           "n_max": int(points["seq_len"].max())}  # fmt: skip
+                slope, low, high, r2 = robust_power_law(points["seq_len"], points[metric])
+                record |= {"exponent": slope, "exponent_low": low, "exponent_high": high, "r2": r2,
+                           "n_min": int(points["seq_len"].min()), "n_max": int(points["seq_len"].max())}  # fmt: skip
             else:
-                record |= {"exponent": math.nan, "r2": math.nan, "n_min": math.nan, "n_max": math.nan}
+                record |= {"exponent": math.nan, "exponent_low": math.nan, "exponent_high": math.nan,
+                           "r2": math.nan, "n_min": math.nan, "n_max": math.nan}  # fmt: skip
             rows.append(record)
     return pd.DataFrame(rows)
 
@@ -71,6 +124,7 @@ def crossovers(
     rows = []
     for ctx_key, part in frame.groupby(context, dropna=False, sort=True):
         ctx_key = ctx_key if isinstance(ctx_key, tuple) else (ctx_key,)
+        part = _without_unstable(part)
         base = part[part["spec"] == baseline]
         if base.empty:
             continue
@@ -92,15 +146,56 @@ def crossovers(
             if both_ok:
                 n_max = max(both_ok)
                 ratio_at_max = float(base_by_n.loc[n_max, metric] / mine.loc[n_max, metric])
+            low, high = crossover_interval(mine, base_by_n, both_ok, metric)
             record = dict(zip(context, ctx_key, strict=True)) | {
                 "spec": spec,
                 "baseline": baseline,
                 "crossover_n": crossover,
                 "always_ahead": bool(decided) and crossover == decided[0][0],
                 "speedup_at_largest_common_n": ratio_at_max,
+                "crossover_low": low,
+                "crossover_high": high,
             }
             rows.append(record)
     return pd.DataFrame(rows)
+
+
+def _without_unstable(part: pd.DataFrame) -> pd.DataFrame:
+    """Unstable ok rows left out, per spec, unless a spec has no stable ok row at all (nothing else exists)."""
+    if "stable" not in part.columns:
+        return part
+    keep = pd.Series(True, index=part.index)
+    for _, rows_of_spec in part.groupby("spec", sort=False):
+        ok = rows_of_spec[rows_of_spec["status"] == "ok"]
+        stable = stable_mask(ok)
+        if stable.any():
+            keep[ok.index[~stable]] = False
+    return part[keep]
+
+
+def crossover_interval(
+    mine: pd.DataFrame, base: pd.DataFrame, lengths: Sequence[int], metric: str = "time_median_s"
+) -> tuple[float, float]:
+    """Where the variant overtakes the baseline for good (log-interpolated), optimistic and pessimistic.
+
+    Each cell's time is taken as an interval, median ± IQR: the low end of the crossover compares the variant's
+    fast end with the baseline's slow end, the high end the reverse. NaN where it never stays ahead.
+    """
+    if not lengths or metric != "time_median_s" or "time_iqr_s" not in mine.columns:
+        return math.nan, math.nan
+
+    def bound(frame: pd.DataFrame, n: int, sign: int) -> float:
+        spread = frame.loc[n, "time_iqr_s"]
+        spread = 0.0 if pd.isna(spread) else float(spread)
+        return max(float(frame.loc[n, metric]) + sign * spread, 1e-12)
+
+    ends = []
+    for sign in (-1, 1):
+        ours = {n: bound(mine, n, sign) for n in lengths}
+        theirs = {n: bound(base, n, -sign) for n in lengths}
+        n, _ = crossover_n(ours, theirs)
+        ends.append(math.nan if n is None else n)
+    return ends[0], ends[1]
 
 
 def _wins(mine: pd.Series, base: pd.Series, metric: str) -> bool | None:
@@ -161,24 +256,31 @@ def scaling_summary(frame: pd.DataFrame, *, baseline: str = BASELINE, group: Seq
     """Per group: time and memory exponents with r², the crossover vs ``baseline``, and the longest n that fits."""
     keys = [g for g in group if g in frame.columns]
     columns = [*keys, "time_exponent", "time_r2", "memory_exponent", "memory_r2", "crossover_n", "always_ahead",
-               "longest_ok_n", "stopped_by"]  # fmt: skip
+               "longest_ok_n", "stopped_by", "time_exponent_low", "time_exponent_high", "memory_exponent_low",
+               "memory_exponent_high", "crossover_low", "crossover_high", "unstable_left_out",
+               "uses_unstable"]  # fmt: skip
     if frame.empty:
         return pd.DataFrame(columns=columns)
     exps = scaling_exponents(frame, group=keys)
     wide = longest_fit(frame, group=keys)
+    fields = {"exponent": "exponent", "r2": "r2", "exponent_low": "exponent_low", "exponent_high": "exponent_high"}
     for metric, name in (("time_median_s", "time"), ("peak_mem_bytes", "memory")):
-        part = exps[exps["metric"] == metric][[*keys, "exponent", "r2"]] if not exps.empty else pd.DataFrame()
-        part = part.rename(columns={"exponent": f"{name}_exponent", "r2": f"{name}_r2"})
+        renamed = {k: f"{name}_{v}" for k, v in fields.items()}
+        extra = ["unstable_left_out", "uses_unstable"] if name == "time" else []
+        part = exps[exps["metric"] == metric][[*keys, *fields, *extra]] if not exps.empty else pd.DataFrame()
+        part = part.rename(columns=renamed)
         wide = (
             wide.merge(part, on=keys, how="left")
             if not part.empty
-            else wide.assign(**{f"{name}_exponent": math.nan, f"{name}_r2": math.nan})
+            else wide.assign(**dict.fromkeys([*renamed.values(), *extra], math.nan))
         )
     cross = crossovers(frame, baseline=baseline, group=keys)
     if cross.empty:
-        wide = wide.assign(crossover_n=math.nan, always_ahead=False)
+        wide = wide.assign(crossover_n=math.nan, always_ahead=False, crossover_low=math.nan, crossover_high=math.nan)
     else:
-        wide = wide.merge(cross[[*keys, "crossover_n", "always_ahead"]], on=keys, how="left")
+        wide = wide.merge(
+            cross[[*keys, "crossover_n", "always_ahead", "crossover_low", "crossover_high"]], on=keys, how="left"
+        )
     return wide[columns]
 
 
@@ -293,6 +395,7 @@ def recommendations(
     rows = []
     for key, part in latest.groupby([*keys, "seq_len"], sort=True, dropna=False):
         ok = part[(part["status"] == "ok") & part["time_median_s"].notna()]
+        ok, _, _ = _trusted(ok)  # an unstable time picks nothing, unless nothing else ran at this n
         verdict = ok["spec"].map(lambda s: verdict_of.get(s, "baseline" if s == baseline else "untested"))
         good = ok[verdict.isin(["baseline", "within"])]
         fastest = good.loc[good["time_median_s"].idxmin()] if not good.empty else None

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from attnbench.core.errors import UserError
-from attnbench.reporting.analysis import accuracy_spread
+from attnbench.reporting.analysis import accuracy_spread, scaling_exponents, stable_mask
 from attnbench.reporting.units import human_bytes, human_percent, human_seconds
 from attnbench.runs.environment import same_machine
 from attnbench.runs.loading import RunData, load_run
@@ -48,6 +48,7 @@ class Comparison:
     warnings: list[str] = field(default_factory=list)
     fail_on: float = 0.10
     acc_drop: float = 2.0
+    exponents: pd.DataFrame = field(default_factory=pd.DataFrame)  # time exponents of both runs, with intervals
 
     @property
     def has_regressions(self) -> bool:
@@ -79,14 +80,15 @@ def line_up_complexity(
     cells in one run only.
 
     Time: B slower than A by more than ``fail_on`` and beyond both cells' spread (median ± IQR intervals do
-    not overlap). Memory: B's peak above A's by more than ``fail_on`` and by at least ``min_mem_growth``
-    bytes. Status: a cell ok in A that is not ok in B. The mirror images are reported as improvements.
+    not overlap), both timings stable (an unstable one is shown, not flagged). Memory: B's peak above A's by
+    more than ``fail_on`` and by at least ``min_mem_growth`` bytes. Status: a cell ok in A that is not ok in
+    B. The mirror images are reported as improvements.
     """
     key = list(COMPLEXITY_KEY)
-    keep = [*key, "status", "time_median_s", "time_iqr_s", "peak_mem_bytes"]
+    keep = [*key, "status", "time_median_s", "time_iqr_s", "peak_mem_bytes", "stable"]
     merged = pd.merge(
-        _latest(a, COMPLEXITY_KEY)[keep],
-        _latest(b, COMPLEXITY_KEY)[keep],
+        _latest(a, COMPLEXITY_KEY).assign(stable=lambda f: stable_mask(f))[keep],
+        _latest(b, COMPLEXITY_KEY).assign(stable=lambda f: stable_mask(f))[keep],
         on=key,
         how="outer",
         suffixes=("_a", "_b"),
@@ -110,9 +112,10 @@ def line_up_complexity(
         elif ok_a and ok_b:
             ta, tb = float(r["time_median_s_a"]), float(r["time_median_s_b"])
             ia, ib = float(r["time_iqr_s_a"]), float(r["time_iqr_s_b"])
+            trusted = bool(r["stable_a"]) and bool(r["stable_b"])
             if _outside_spread(tb, ib, ta, ia, fail_on):
-                words.append("slower")
-                regression = True
+                words.append("slower" if trusted else "slower (unstable timing: not flagged)")
+                regression = trusted
             elif _outside_spread(ta, ia, tb, ib, fail_on):
                 words.append("faster")
             ma, mb = float(r["peak_mem_bytes_a"]), float(r["peak_mem_bytes_b"])
@@ -126,6 +129,44 @@ def line_up_complexity(
     both["verdict"] = verdicts
     both["regression"] = flags
     return both, lonely
+
+
+def line_up_exponents(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Each run's robust time exponent with its 95% interval, per spec × scope × pass × causal.
+
+    A regression when the intervals separate with B's above A's (B scales worse); a steeper point estimate
+    inside overlapping intervals is not one.
+    """
+    columns = ["spec", "scope", "pass", "causal"]
+    parts = []
+    for frame in (a, b):
+        exps = scaling_exponents(frame, metrics=("time_median_s",), group=columns) if not frame.empty else None
+        if exps is None or exps.empty:
+            return pd.DataFrame()
+        parts.append(exps[[c for c in columns if c in exps.columns] + ["exponent", "exponent_low", "exponent_high"]])
+    keys = [c for c in columns if c in parts[0].columns and c in parts[1].columns]
+    both = pd.merge(parts[0], parts[1], on=keys, suffixes=("_a", "_b")).dropna(subset=["exponent_a", "exponent_b"])
+    verdicts, flags = [], []
+    for _, r in both.iterrows():
+        if r["exponent_low_b"] > r["exponent_high_a"]:
+            verdicts.append("scales worse (intervals separate)")
+            flags.append(True)
+        elif r["exponent_high_b"] < r["exponent_low_a"]:
+            verdicts.append("scales better (intervals separate)")
+            flags.append(False)
+        else:
+            verdicts.append("")
+            flags.append(False)
+    both["verdict"] = verdicts
+    both["regression"] = flags
+    both["cell"] = [f"{r['spec']} {r['scope']} {r['pass']}" for _, r in both.iterrows()]
+    return both.reset_index(drop=True)
+
+
+def exponent_text(value: float, low: float, high: float) -> str:
+    if math.isnan(value):
+        return "-"
+    return f"{value:.2f}" + ("" if math.isnan(low) or math.isnan(high) else f" [{low:.2f}, {high:.2f}]")
 
 
 def line_up_accuracy(a: pd.DataFrame, b: pd.DataFrame, *, acc_drop: float) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -202,6 +243,18 @@ def compare_data(a: RunData, b: RunData, *, fail_on: float = 0.10, acc_drop: flo
             "nothing to compare (different suites, variants or shapes? compare runs of the same suite)"
         )
     regressions = [_complexity_regression(r) for _, r in complexity[complexity["regression"]].iterrows()]
+    exponents = line_up_exponents(a.complexity, b.complexity)
+    if not exponents.empty:
+        regressions += [
+            Regression(
+                "exponent",
+                r["cell"],
+                exponent_text(r["exponent_a"], r["exponent_low_a"], r["exponent_high_a"]),
+                exponent_text(r["exponent_b"], r["exponent_low_b"], r["exponent_high_b"]),
+                r["verdict"],
+            )
+            for _, r in exponents[exponents["regression"]].iterrows()
+        ]
     regressions += [
         Regression(
             "accuracy", r["cell"], human_percent(r["test_mean_a"]), human_percent(r["test_mean_b"]), r["verdict"]
@@ -220,6 +273,7 @@ def compare_data(a: RunData, b: RunData, *, fail_on: float = 0.10, acc_drop: flo
         warnings=environment_warnings(a.manifest, b.manifest),
         fail_on=fail_on,
         acc_drop=acc_drop,
+        exponents=exponents,
     )
 
 

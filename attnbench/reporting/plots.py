@@ -26,7 +26,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogFormatter, LogLocator, NullLocator, PercentFormatter
 from matplotlib.transforms import blended_transform_factory
 
-from attnbench.reporting.analysis import accuracy_spread, ok_rows, pareto_front, scaling_exponents
+from attnbench.reporting.analysis import accuracy_spread, ok_rows, pareto_front, scaling_exponents, stable_mask
 from attnbench.reporting.units import human_seconds
 
 Color = tuple[float, float, float, float]
@@ -204,6 +204,7 @@ def scaling_figure(complexity: pd.DataFrame, colors: Palette, *, metric: str = "
     fig, axes = _stacked(len(passes))
     for ax, pass_ in zip(axes, passes, strict=True):
         part = frame[frame["pass"] == pass_]
+        unstable_drawn = False
         for (spec, causal), series in part.groupby(["spec", "causal"], sort=True):
             ran = ok_rows(series).sort_values("seq_len")
             ok = ran[ran[metric] > 0]  # log axes: a zero (below the meter's resolution) cannot be drawn
@@ -217,6 +218,11 @@ def scaling_figure(complexity: pd.DataFrame, colors: Palette, *, metric: str = "
                 label += " (slope n/a)" if math.isnan(slope) else f" (slope {slope:.2f})"
             ax.plot(ok["seq_len"], ok[metric] * scale, marker="o", markersize=4, color=_color(colors, spec),
                     linestyle="--" if several_causal and _truthy(causal) else "-", label=label)  # fmt: skip
+            shaky = ok[~stable_mask(ok)]  # unstable timings: hollow, out of the fitted slope
+            if metric == "time_median_s" and not shaky.empty:
+                ax.plot(shaky["seq_len"], shaky[metric] * scale, linestyle="none", marker="o", markersize=7,
+                        markerfacecolor="white", markeredgecolor=_color(colors, spec), zorder=3)  # fmt: skip
+                unstable_drawn = True
         failed = part[part["status"] != "ok"]
         rows = _mark_failures(ax, failed, colors)
         _length_axis(ax, part["seq_len"])
@@ -233,7 +239,11 @@ def scaling_figure(complexity: pd.DataFrame, colors: Palette, *, metric: str = "
         ax.set_title(f"{scope} · {PASS_TITLES.get(pass_, pass_)}: {name} vs n (log–log)")
         ax.grid(True, which="major", alpha=0.3)
         handles, _ = ax.get_legend_handles_labels()
-        ax.legend(handles=handles + ([_failure_legend_handle()] if rows else []), **LEGEND)
+        extra = [_failure_legend_handle()] if rows else []
+        if unstable_drawn:
+            extra.append(Line2D([], [], linestyle="none", marker="o", markerfacecolor="white", markeredgecolor="gray",
+                                label="hollow: unstable timing (left out of the slope)"))  # fmt: skip
+        ax.legend(handles=handles + extra, **LEGEND)
     return fig
 
 

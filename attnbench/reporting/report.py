@@ -24,11 +24,13 @@ from attnbench.reporting.analysis import (
     accuracy_verdicts,
     recommendations,
     scaling_summary,
+    unstable_cells,
 )
 from attnbench.reporting.inference_report import decode_section, layer_section
 from attnbench.reporting.layer_share import layer_shares
 from attnbench.reporting.markdown import markdown_table
 from attnbench.reporting.parallelism import parallelism_figure, parallelism_markdown, parallelism_table
+from attnbench.reporting.quality import quality_section
 from attnbench.reporting.units import human_bytes, human_seconds
 from attnbench.runs.loading import RunData, load_run
 from attnbench.runs.schema import (
@@ -184,6 +186,9 @@ def recommendation_section(data: RunData, tolerance: float) -> str:
                   "names the fastest variant by speed alone.", ""]  # fmt: skip
     comp = comp[comp["family"] != RECURRENT_BASELINE_FAMILY]  # the LSTM layer is a reference, not a candidate
     recs = recommendations(comp, data.accuracy, tolerance_points=tolerance, baseline=BASELINE)
+    if not unstable_cells(comp).empty:
+        parts += [f"{len(unstable_cells(comp))} unstable timing(s) are left out of the picks (see Measurement "
+                  "quality).", ""]  # fmt: skip
     several_causal = comp["causal"].nunique() > 1
     for (scope, pass_, causal), part in recs.groupby(["scope", "pass", "causal"], sort=False):
         rows = []
@@ -272,7 +277,8 @@ def environment_section(manifest: dict[str, Any]) -> str:
 def expected_cells(data: RunData) -> pd.DataFrame:
     """Every (spec, scope, pass, seq_len) the manifest configured or the CSV holds, with its status or ``missing``."""
     comp, config = data.complexity, data.manifest.get("complexity") or {}
-    present = comp[["spec", "scope", "pass", "causal", "seq_len", "status", "time_median_s", "peak_mem_bytes"]]
+    trust = ["stable"] if "stable" in comp.columns else []
+    present = comp[["spec", "scope", "pass", "causal", "seq_len", "status", "time_median_s", "peak_mem_bytes", *trust]]
     present = present.drop_duplicates(["spec", "scope", "pass", "causal", "seq_len"], keep="last")
     specs = set(present["spec"]) | {_canonical(str(v)) for v in config.get("variants") or []}
     specs |= {LSTM_BASELINE} if config.get("layer") else set()
@@ -313,7 +319,8 @@ def complexity_section(data: RunData, plot_links: dict[str, list[Plot]]) -> str:
             for n in lengths:
                 cell = by_n.loc[n]
                 if cell["status"] == "ok":
-                    row.append(f"{human_seconds(cell['time_median_s'])} / {human_bytes(cell['peak_mem_bytes'])}")
+                    mark = " (unstable)" if str(cell.get("stable", "")).lower() in ("false", "0") else ""
+                    row.append(f"{human_seconds(cell['time_median_s'])}{mark} / {human_bytes(cell['peak_mem_bytes'])}")
                 else:
                     row.append(f"*{cell['status']}*")
             rows.append(row)
@@ -331,17 +338,28 @@ def complexity_section(data: RunData, plot_links: dict[str, list[Plot]]) -> str:
         longest = "none ok" if _is_missing(r.longest_ok_n) else str(int(r.longest_ok_n))
         if r.stopped_by:
             longest += f" (then {r.stopped_by})"
+        if r.spec != BASELINE and not _is_missing(r.crossover_low) and not _is_missing(r.crossover_high):
+            crossover += f" [{r.crossover_low:.0f}, {r.crossover_high:.0f}]"
+        time_exponent = (
+            "-"
+            if _is_missing(r.time_exponent)
+            else (f"{r.time_exponent:.2f} [{r.time_exponent_low:.2f}, {r.time_exponent_high:.2f}] ({r.time_r2:.3f})")
+        )
+        if r.uses_unstable is True:
+            time_exponent += " ⚠ includes unstable cells"
         rows.append([
-            r.spec, r.scope, r.pass_,
-            "-" if _is_missing(r.time_exponent) else f"{r.time_exponent:.2f} ({r.time_r2:.3f})",
+            r.spec, r.scope, r.pass_, time_exponent,
             "-" if _is_missing(r.memory_exponent) else f"{r.memory_exponent:.2f} ({r.memory_r2:.3f})",
             crossover, longest,
         ])  # fmt: skip
     parts.append(
         "### Scaling summary\n\n"
-        "Exponents are log–log least-squares slopes over the largest (up to 4) lengths that ran ok, with r²; "
+        "Exponents are robust (Theil–Sen) log–log slopes over the largest (up to 4) lengths that ran ok and "
+        "stable, with a 95% bootstrap interval over those lengths and the line's r²; "
         f"*faster than {BASELINE} from n* is the smallest n from which the variant's median time beats "
-        f"{BASELINE}'s at every larger measured n (a length where {BASELINE} failed counts as a win).\n\n"
+        f"{BASELINE}'s at every larger measured n (a length where {BASELINE} failed counts as a win), with the "
+        "log-interpolated crossing when each cell's time is taken as median ± IQR in brackets; unstable cells are "
+        "left out of both (see Measurement quality).\n\n"
         + markdown_table(["variant", "scope", "pass", "time exponent (r²)", "memory exponent (r²)",
                           f"faster than {BASELINE} from n", "longest n that fits"], rows, "lllrrrr")
     )  # fmt: skip
@@ -528,6 +546,7 @@ def write_report(run_dir: Path, *, acc_tolerance: float | None = None) -> Path:
         environment_section(data.manifest),
         complexity_section(data, plot_links),
         parallelism_section(data, plot_links),
+        quality_section(data),
         throughput_section(data, plot_links),
         accuracy_section(data, plot_links),
         approximation_section(data, plot_links),

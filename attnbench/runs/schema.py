@@ -13,10 +13,12 @@ COMPLEXITY_COLUMNS: tuple[str, ...] = (
     "spec", "variant", "family", "scope", "pass", "device", "dtype", "threads", "batch", "heads", "head_dim",
     "seq_len", "causal", "status", "time_median_s", "time_iqr_s", "first_call_s", "peak_mem_bytes",
     "predicted_peak_bytes", "flops", "gflops_per_s", "peak_fraction", "message",
+    "time_min_s", "time_cv", "wait_fraction", "stable", "attempts",
 )  # fmt: skip
 COMPLEXITY_RAW_COLUMNS: tuple[str, ...] = (
     "spec", "scope", "pass", "device", "dtype", "batch", "heads", "head_dim", "seq_len", "causal",
     "block", "runs_per_block", "time_s",
+    "attempt", "wall_s", "cpu_s", "run_delay_s", "pressure_s",
 )  # fmt: skip
 ACCURACY_COLUMNS: tuple[str, ...] = (
     "task", "spec", "variant", "family", "cross_variant", "seed", "seq_len", "model", "params", "steps",

@@ -7,9 +7,11 @@ n; a cell whose predicted peak exceeds the memory budget is recorded ``skipped``
 
 from __future__ import annotations
 
+import math
+import random
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -22,6 +24,7 @@ from attnbench.measure.cells import CellSpec, MemoryCell, PeakCell, Timing
 from attnbench.measure.cost import cell_cost, cell_flops, input_bytes, predicted_peak
 from attnbench.measure.memory import memory_cell
 from attnbench.measure.peak import matmul_peak_gflops
+from attnbench.measure.stability import Reading, off_series, reproduced
 from attnbench.measure.timing import time_cell
 from attnbench.runs.rundir import RunDir
 from attnbench.runs.schema import (
@@ -34,7 +37,7 @@ from attnbench.runs.schema import (
     FAILED,
 )
 from attnbench.sweeps.complexity_config import ComplexityConfig, default_variants
-from attnbench.sweeps.events import CellFinished, CellStarted, OnEvent, PhaseStarted, ignore
+from attnbench.sweeps.events import CellFinished, CellProgress, CellStarted, OnEvent, PhaseStarted, ignore
 from attnbench.sweeps.variant_lookup import VariantLookup
 
 __all__ = [
@@ -48,19 +51,29 @@ MACHINE_PEAK_TIMEOUT_S = 120.0
 
 
 def plan_cells(config: ComplexityConfig) -> list[CellSpec]:
-    """Every cell, length by length; with ``layer``, an LSTM layer (spec ``lstm``) is timed beside the layers."""
-    return [
-        CellSpec(
-            spec=spec, scope=scope, pass_=pass_, batch=config.batch, heads=config.heads,
-            head_dim=config.head_dim, seq_len=n, causal=config.causal, dtype=config.dtype, device=config.device,
-            threads=config.threads, compile=config.compile, plugins=tuple(config.plugins), seed=config.seed,
-            min_run_time=config.min_run_time, max_run_time=config.max_run_time, time_budget_s=config.time_budget_s,
-        )
-        for n in config.seq_lens
-        for scope in config.scopes
-        for spec in ([*config.variants, LSTM_BASELINE] if scope == "layer" else config.variants)
-        for pass_ in config.passes
-    ]
+    """Every cell, round by round of ascending length; within a round, a shuffled order seeded by the run's seed.
+
+    With ``layer`` scope, an LSTM layer (spec ``lstm``) is timed beside the attention layers.
+
+    The shuffle keeps a slow drift of the machine (thermal, a neighbour's job) from lining up with one variant.
+    """
+    cells = []
+    for n in config.seq_lens:
+        round_ = [
+            CellSpec(
+                spec=spec, scope=scope, pass_=pass_, batch=config.batch, heads=config.heads,
+                head_dim=config.head_dim, seq_len=n, causal=config.causal, dtype=config.dtype, device=config.device,
+                threads=config.threads, compile=config.compile, plugins=tuple(config.plugins), seed=config.seed,
+                min_run_time=config.min_run_time, max_run_time=config.max_run_time,
+                time_budget_s=config.time_budget_s,
+            )
+            for scope in config.scopes
+            for spec in ([*config.variants, LSTM_BASELINE] if scope == "layer" else config.variants)
+            for pass_ in config.passes
+        ]  # fmt: skip
+        random.Random(f"{config.seed}:{n}").shuffle(round_)
+        cells += round_
+    return cells
 
 
 Key = tuple[str, str, str, int]
@@ -92,11 +105,22 @@ def _base_row(cell: CellSpec, name: str, family: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class _InFlight:
-    """A measured cell between its outcomes: its row so far and, once timed, its timing."""
+    """A measured cell between its outcomes: its row so far, which attempt this is and, once timed, its timing."""
 
     cell: CellSpec
     row: dict[str, Any]
     timing: Timing | None = None
+    attempt: int = 1
+
+
+@dataclass
+class _Attempts:
+    """Every ok attempt at one cell so far, and what the first attempt's memory worker said."""
+
+    job: _InFlight
+    memory: Outcome | None = None
+    readings: list[tuple[Reading, Timing]] = field(default_factory=list)
+    tries: int = 0
 
 
 def _skip_message(cell: CellSpec, cls: type, row: dict[str, Any], budget: int, earlier: str | None) -> str | None:
@@ -107,20 +131,26 @@ def _skip_message(cell: CellSpec, cls: type, row: dict[str, Any], budget: int, e
         return earlier
     predicted = row["predicted_peak_bytes"]
     if predicted is not None and budget and predicted + input_bytes(cell) > budget:
-        return (
-            f"predicted peak {predicted / 2**20:.0f} MiB + inputs exceeds the memory budget {budget / 2**20:.0f} MiB"
-        )
+        return f"predicted peak {predicted / 2**20:.0f} MiB + inputs exceeds the memory budget {budget / 2**20:.0f} MiB"
     return None
 
 
-def _measured_row(job: _InFlight, memory: Outcome, machine_peak_gflops: float | None) -> dict[str, Any]:
+def _measured_row(
+    job: _InFlight, memory: Outcome, machine_peak_gflops: float | None, reading: Reading | None = None
+) -> dict[str, Any]:
     t = job.timing
     assert t is not None
+    reading = reading or Reading.of(t, job.cell.threads)
     row = job.row | {
         "time_median_s": t.time_median_s,
         "time_iqr_s": t.time_iqr_s,
         "first_call_s": t.first_call_s,
         "gflops_per_s": row_flops(job.row) / t.time_median_s / 1e9 if t.time_median_s > 0 else None,
+        "time_min_s": reading.time_min_s,
+        "time_cv": reading.time_cv,
+        "wait_fraction": reading.wait_fraction,
+        "stable": True,
+        "attempts": 1,
     }
     if machine_peak_gflops and row["gflops_per_s"] is not None:
         row["peak_fraction"] = row["gflops_per_s"] / machine_peak_gflops
@@ -139,13 +169,39 @@ def row_flops(row: dict[str, Any]) -> int:
     return int(row["flops"])
 
 
-def raw_rows(row: dict[str, Any], timing: Timing | None) -> Iterator[dict[str, Any]]:
-    if timing is None or row["status"] != "ok":
+def raw_rows(row: dict[str, Any], timing: Timing | None, attempt: int = 1) -> Iterator[dict[str, Any]]:
+    if timing is None:
         return
     keys = ("spec", "scope", "pass", "device", "dtype", "batch", "heads", "head_dim", "seq_len", "causal")
     base = {k: row[k] for k in keys}
     for i, t in enumerate(timing.raw_times_s):
-        yield base | {"block": i, "runs_per_block": timing.runs_per_block, "time_s": t}
+        evidence = timing.blocks[i] if i < len(timing.blocks) else None
+        yield base | {"block": i, "runs_per_block": timing.runs_per_block, "time_s": t, "attempt": attempt} | (
+            {} if evidence is None else {
+                "wall_s": evidence.wall_s, "cpu_s": evidence.cpu_s, "run_delay_s": evidence.run_delay_s,
+                "pressure_s": evidence.pressure_s,
+            }
+        )  # fmt: skip
+
+
+def _series_key(key: Key) -> tuple[str, str, str]:
+    return key[:3]
+
+
+def _stable_series(rows: pd.DataFrame) -> dict[tuple[str, str, str], dict[int, float]]:
+    """The stable ok times already in ``complexity.csv``, per variant × scope × pass: what the series rule reads."""
+    series: dict[tuple[str, str, str], dict[int, float]] = {}
+    for _, r in rows.iterrows():
+        if r["status"] == "ok" and _is_stable(r.get("stable")) and pd.notna(r["time_median_s"]):
+            series.setdefault(_series_key(cell_key(r)), {})[int(r["seq_len"])] = float(r["time_median_s"])
+    return series
+
+
+def _is_stable(value: Any) -> bool:
+    """A missing ``stable`` (a run from before the trust columns) counts as stable."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return True
+    return str(value).strip().lower() not in ("false", "0")
 
 
 def run_sweep(
@@ -157,9 +213,16 @@ def run_sweep(
     on_event: OnEvent = ignore,
     max_cells: int | None = None,
 ) -> int:
-    """Run every cell not yet in ``complexity.csv``; returns how many ran. Rows are appended as they finish."""
+    """Run every cell not yet in ``complexity.csv``; returns how many ran. Rows are appended as cells settle.
+
+    A cell settles when its reading is clean (tight blocks, the CPU was the worker's, on its variant's
+    series — or reproduced) or when its re-measures are spent; a suspect cell is measured again in a fresh
+    worker after the cells still planned, and its row records the attempt with the best evidence.
+    """
+    rules = config.stability
     done_rows = run_dir.rows(COMPLEXITY_CSV, COMPLEXITY_COLUMNS)
     done = {cell_key(r) for _, r in done_rows.iterrows()}
+    series = _stable_series(done_rows)
     failed_at: dict[tuple[str, str, str], tuple[int, str]] = {}
     for _, r in done_rows.sort_values("seq_len").iterrows():
         if r["status"] in FAILED:
@@ -168,9 +231,14 @@ def run_sweep(
     out = run_dir.appender(COMPLEXITY_CSV, COMPLEXITY_COLUMNS)
     raw = run_dir.appender(COMPLEXITY_RAW_CSV, COMPLEXITY_RAW_COLUMNS)
     todo = deque(c for c in plan_cells(config) if _key(c) not in done)
+    later: deque[Key] = deque()  # suspect cells waiting for a re-measure
+    attempts: dict[Key, _Attempts] = {}
+    remeasures_left = rules.remeasure_budget(len(todo))
     on_event(PhaseStarted("complexity", len(todo) if max_cells is None else min(len(todo), max_cells)))
     variants = _Variants()
     started = in_flight = 0
+    # on CPU two measuring cells would take each other's cores, whatever the executor could run at once
+    limit = 1 if config.device == "cpu" else executor.capacity
 
     def finish(cell: CellSpec, row: dict[str, Any], timing: Timing | None) -> None:
         raw.extend(raw_rows(row, timing))
@@ -179,13 +247,66 @@ def run_sweep(
             failed_at.setdefault(_key(cell)[:3], (cell.seq_len, row["status"]))
         on_event(CellFinished(label(cell), row))
 
+    def settle(key: Key, *, stable: bool, why: str) -> None:
+        state = attempts.pop(key)
+        clean = [(r, t) for r, t in state.readings if not r.doubts(rules)]
+        pool = clean or state.readings
+        if stable and not reproduced([r for r, _ in clean], rules.reproduce_factor):
+            on_line = [(r, t) for r, t in clean if not _off(key, r)]
+            pool = on_line or pool
+        reading, timing = min(pool, key=lambda rt: (*rt[0].badness(), rt[0].time_median_s))
+        assert state.memory is not None
+        job = _InFlight(state.job.cell, state.job.row, timing)
+        row = _measured_row(job, state.memory, machine_peak_gflops, reading)
+        row |= {"stable": stable, "attempts": state.tries}
+        if not stable:  # the reason the kept reading itself gives, else the one that triggered the re-measures
+            why = " and ".join(reading.doubts(rules)) or _off(key, reading) or why
+            row["message"] = "; ".join(m for m in (f"unstable: {why}", row["message"]) if m)
+        elif row["status"] == "ok":
+            series.setdefault(_series_key(key), {})[key[3]] = reading.time_median_s
+        out.append(row)
+        if row["status"] in FAILED:
+            failed_at.setdefault(key[:3], (key[3], row["status"]))
+        on_event(CellFinished(label(job.cell), row))
+
+    def _off(key: Key, reading: Reading) -> str | None:
+        return off_series(key[3], reading.time_median_s, series.get(_series_key(key), {}), rules.series_factor)
+
+    def judge(key: Key) -> None:
+        """Settle the cell, or queue it for another attempt."""
+        nonlocal remeasures_left
+        state = attempts[key]
+        latest = state.readings[-1][0]
+        why = " and ".join(latest.doubts(rules))
+        if not why:
+            clean = [r for r, _ in state.readings if not r.doubts(rules)]
+            off = _off(key, latest)
+            if off is None or reproduced(clean, rules.reproduce_factor):
+                settle(key, stable=True, why="")
+                return
+            why = off
+        if state.tries <= rules.remeasure and remeasures_left > 0:
+            remeasures_left -= 1
+            later.append(key)
+            on_event(CellProgress(label(state.job.cell), {"suspect": why, "next": "measured again later"}))
+        else:
+            settle(key, stable=False, why=why)
+
     def feed() -> None:
         nonlocal started, in_flight
-        while in_flight < executor.capacity and todo:
-            if max_cells is not None and started >= max_cells:
+        while in_flight < limit and (todo or later):
+            if not todo:
+                key = later.popleft()
+                state = attempts[key]
+                state.tries += 1
+                job = _InFlight(state.job.cell, state.job.row, attempt=state.tries)
+                executor.submit(time_cell, job.cell, timeout_s=job.cell.time_budget_s, tag=job)
+                in_flight += 1
+                continue
+            if todo and max_cells is not None and started >= max_cells:
                 run_dir.stopped_early = True
-                todo.clear()
-                return
+                todo.clear()  # no new cell; the started ones still get their re-measures and settle
+                continue
             cell = todo.popleft()
             started += 1
             on_event(CellStarted(label(cell)))
@@ -208,17 +329,28 @@ def run_sweep(
         if isinstance(event, Progress):
             continue
         job: _InFlight = event.tag
-        if job.timing is None and event.status == "ok":
+        key = _key(job.cell)
+        if job.attempt > 1:  # a re-measure: timing only, the first attempt's memory reading stands
+            if event.status == "ok":
+                raw.extend(raw_rows(job.row, event.result, job.attempt))
+                attempts[key].readings.append((Reading.of(event.result, job.cell.threads), event.result))
+            judge(key)  # a failed re-measure adds no reading: the cell is judged on the ones it has
+        elif job.timing is None and event.status == "ok":
             warmup_full = event.result.time_median_s < FULL_WARMUP_BELOW_S
             executor.submit(
                 memory_cell, MemoryCell(job.cell, warmup_full=warmup_full), timeout_s=job.cell.time_budget_s,
                 tag=_InFlight(job.cell, job.row, event.result),
             )  # fmt: skip
             continue
-        if job.timing is None:
+        elif job.timing is None:
             finish(job.cell, job.row | {"status": event.status, "message": event.message}, None)
-        else:
+        elif event.status != "ok":
             finish(job.cell, _measured_row(job, event, machine_peak_gflops), job.timing)
+        else:
+            raw.extend(raw_rows(job.row, job.timing, 1))
+            state = _Attempts(job, event, [(Reading.of(job.timing, job.cell.threads), job.timing)], tries=1)
+            attempts[key] = state
+            judge(key)
         in_flight -= 1
         feed()
     return started

@@ -13,6 +13,7 @@ from typing import Any
 from attnbench.core.errors import UserError
 from attnbench.core.registry import attention_class, available_attention, canonical_spec, parse_attention_spec
 from attnbench.measure.cells import PASSES
+from attnbench.measure.stability import StabilityRules
 from attnbench.measure.workload import DTYPES
 
 DEFAULT_SEQ_LENS = (256, 512, 1024, 2048, 4096, 8192)
@@ -40,6 +41,7 @@ class ComplexityConfig:
     max_run_time: float = 0.3
     plugins: list[str] = field(default_factory=list)
     seed: int = 0
+    stability: StabilityRules = field(default_factory=StabilityRules)  # re-measure and trust thresholds
 
     def __post_init__(self) -> None:
         if not self.variants:
@@ -68,6 +70,7 @@ class ComplexityConfig:
         object.__setattr__(self, "seq_lens", sorted(set(self.seq_lens)))
         object.__setattr__(self, "passes", [p for p in PASSES if p in self.passes])
         object.__setattr__(self, "plugins", list(self.plugins))
+        object.__setattr__(self, "stability", StabilityRules.from_value(self.stability))
 
     @property
     def scopes(self) -> list[str]:

@@ -62,7 +62,7 @@ def test_a_doctored_two_fold_slowdown_is_a_regression(reference: Path, tmp_path:
     assert regression.kind == "time" and regression.cell == f"{WINDOW} attention fwd n=1024"
     assert regression.change == "2.00× slower"
     tables = comparison_tables(cmp)
-    assert [t.title.split(" ")[0] for t in tables] == ["regressions", "complexity:", "accuracy:"]
+    assert [t.title.split(" ")[0] for t in tables] == ["regressions", "complexity:", "time", "accuracy:"]
     table = rendered(cmp)
     assert f"{WINDOW} attention fwd n=1024" in table and "2.00× slower" in table
     assert "1 regression(s) (1 time)" in comparison_summary(cmp)

@@ -50,9 +50,9 @@ def test_a_cell_torn_from_the_main_csv_reruns_without_duplicating_its_raw_times(
     rows = pd.read_csv(main)
     assert len(rows) == 8 and not rows.duplicated(KEY).any()
     raw = pd.read_csv(out / "complexity_raw.csv")
-    assert not raw.duplicated([*KEY, "block"]).any()  # one set of raw times per cell
+    assert not raw.duplicated([*KEY, "attempt", "block"]).any()  # one set of raw times per cell and attempt
     assert set(raw[KEY].itertuples(index=False)) == set(rows[rows["status"] == "ok"][KEY].itertuples(index=False))
-    for _, blocks in raw.groupby(KEY):
+    for _, blocks in raw.groupby([*KEY, "attempt"]):
         assert sorted(blocks["block"]) == list(range(len(blocks)))
 
 
