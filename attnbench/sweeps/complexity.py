@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from attnbench.core.registry import attention_class, parse_attention_spec
-from attnbench.execution.protocol import Executor, Outcome, Progress, run_one
+from attnbench.execution.protocol import Executor, Outcome, Progress, run_on_every_node
 from attnbench.measure.approximation import approximation_cell
 from attnbench.measure.cells import CellSpec, MemoryCell, PeakCell, Timing
 from attnbench.measure.cost import cell_cost, cell_flops, input_bytes, predicted_peak
@@ -105,6 +105,7 @@ class _InFlight:
     cell: CellSpec
     row: dict[str, Any]
     timing: Timing | None = None
+    node: str = ""  # where it was timed: its memory reading runs there too, its peak_fraction uses its peak
 
 
 def _skip_message(cell: CellSpec, cls: type, row: dict[str, Any], budget: int, earlier: str | None) -> str | None:
@@ -125,6 +126,7 @@ def _measured_row(job: _InFlight, memory: Outcome, machine_peak_gflops: float | 
     t = job.timing
     assert t is not None
     row = job.row | {
+        "node": job.node,
         "time_median_s": t.time_median_s,
         "time_iqr_s": t.time_iqr_s,
         "first_call_s": t.first_call_s,
@@ -161,11 +163,15 @@ def run_sweep(
     run_dir: RunDir,
     executor: Executor,
     *,
-    machine_peak_gflops: float | None,
+    machine_peak_gflops: float | dict[str, float | None] | None,
     on_event: OnEvent = ignore,
     max_cells: int | None = None,
 ) -> int:
-    """Run every cell not yet in ``complexity.csv``; returns how many ran. Rows are appended as they finish."""
+    """Run every cell not yet in ``complexity.csv``; returns how many ran. Rows are appended as they finish.
+
+    ``machine_peak_gflops``: one peak, or each node's by name (a row's peak_fraction uses its own node's).
+    """
+    peaks = machine_peak_gflops if isinstance(machine_peak_gflops, dict) else None
     done_rows = run_dir.rows(COMPLEXITY_CSV, COMPLEXITY_COLUMNS)
     done = {cell_key(r) for _, r in done_rows.iterrows()}
     failed_at: dict[tuple[str, str, str], tuple[int, str]] = {}
@@ -220,13 +226,14 @@ def run_sweep(
             warmup_full = event.result.time_median_s < FULL_WARMUP_BELOW_S
             executor.submit(
                 memory_cell, MemoryCell(job.cell, warmup_full=warmup_full), timeout_s=job.cell.time_budget_s,
-                tag=_InFlight(job.cell, job.row, event.result),
+                tag=_InFlight(job.cell, job.row, event.result, event.node), node=event.node or None,
             )  # fmt: skip
             continue
         if job.timing is None:
-            finish(job.cell, job.row | {"status": event.status, "message": event.message}, None)
+            finish(job.cell, job.row | {"status": event.status, "message": event.message, "node": event.node}, None)
         else:
-            finish(job.cell, _measured_row(job, event, machine_peak_gflops), job.timing)
+            peak = peaks.get(job.node) if peaks is not None else machine_peak_gflops
+            finish(job.cell, _measured_row(job, event, peak), job.timing)
         in_flight -= 1
         feed()
     return started
@@ -260,7 +267,7 @@ def run_approximation(
         name, family, _ = variants(cell.spec)
         base = _base_row(cell, name, family)
         row = {k: base[k] for k in APPROXIMATION_COLUMNS if k in base}
-        row |= {"status": event.status, "message": event.message}
+        row |= {"status": event.status, "message": event.message, "node": event.node}
         if event.status == "ok":
             row["rel_error"] = event.result.rel_error
         out.append(row)
@@ -274,10 +281,11 @@ def pending_cells(config: ComplexityConfig, run_dir: RunDir) -> int:
     return sum(_key(c) not in done for c in plan_cells(config))
 
 
-def measure_machine_peak(executor: Executor, config: ComplexityConfig) -> float | None:
+def measure_machine_peaks(executor: Executor, config: ComplexityConfig) -> dict[str, float | None]:
+    """Each node's matmul peak, by node name."""
     cell = PeakCell(device=config.device, dtype=config.dtype, threads=config.threads)
-    outcome = run_one(executor, matmul_peak_gflops, cell, timeout_s=MACHINE_PEAK_TIMEOUT_S)
-    return float(outcome.result) if outcome.status == "ok" else None
+    outcomes = run_on_every_node(executor, matmul_peak_gflops, cell, timeout_s=MACHINE_PEAK_TIMEOUT_S)
+    return {node: float(o.result) if o.status == "ok" else None for node, o in outcomes.items()}
 
 
 def complexity_job(
@@ -289,11 +297,19 @@ def complexity_job(
     on_event: OnEvent = ignore,
 ) -> pd.DataFrame:
     """Run (or finish) the sweep in ``run_dir``, then the approximation errors; returns every row of the run."""
-    peak = run_dir.read_manifest().get("machine", {}).get("matmul_peak_gflops")
-    if peak is None:
-        peak = measure_machine_peak(executor, config)
-        run_dir.update_manifest(machine={"matmul_peak_gflops": peak, "matmul": "2048x2048 mm, best of autorange"})
-    run_sweep(config, run_dir, executor, machine_peak_gflops=peak, on_event=on_event, max_cells=max_cells)
+    machine = run_dir.read_manifest().get("machine") or {}
+    peaks: dict[str, float | None] = dict(machine.get("node_peaks_gflops") or {})
+    if machine.get("matmul_peak_gflops") is not None and not peaks:  # a run started before nodes were recorded
+        peaks = dict.fromkeys(executor.nodes(), machine["matmul_peak_gflops"])
+    missing = [n for n in executor.nodes() if n not in peaks]
+    if missing:
+        peaks |= measure_machine_peaks(executor, config)
+        first = next((p for p in peaks.values() if p is not None), None)
+        run_dir.update_manifest(
+            machine={"matmul_peak_gflops": machine.get("matmul_peak_gflops", first), "node_peaks_gflops": peaks,
+                     "matmul": "2048x2048 mm, best of autorange"}
+        )  # fmt: skip
+    run_sweep(config, run_dir, executor, machine_peak_gflops=peaks, on_event=on_event, max_cells=max_cells)
     if not run_dir.stopped_early:  # the sweep finished: measure how far each approximation is
         run_approximation(config, run_dir, executor, on_event=on_event)
     return run_dir.rows(COMPLEXITY_CSV, COMPLEXITY_COLUMNS)

@@ -1,0 +1,332 @@
+"""Cells on a Ray cluster: one long-lived actor per node runs each cell in that node's forkserver child.
+
+Ray only carries cells to nodes and results back; a cell still runs exactly as under
+:class:`~attnbench.execution.local.LocalExecutor` (a fresh child forked from a server that imported torch),
+so its memory reading is its own and an out-of-memory kill takes only that child. Which cells may run
+side by side is decided here, per node, before a cell is sent:
+
+- a CPU timing or memory cell (anything that is not ``shares_node``) holds its node alone;
+- an accuracy cell (``shares_node``) takes ``threads`` of the node's CPUs, next to other accuracy cells;
+- a CUDA cell takes one of the node's GPUs.
+
+Faults are attnbench's: actor calls are never retried by Ray; a cell whose node or actor was lost is run
+again (``retries`` times), anything else is the cell's result (``error``, ``oom``, ``timeout``).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import attnbench
+from attnbench.core.errors import UserError
+from attnbench.execution.protocol import DEFAULT_RETRIES, Event, Outcome, Report
+
+INSTALL_HINT = "--executor ray needs Ray: pip install 'attnbench[ray]' (or pip install 'ray>=2.9')"
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise UserError(INSTALL_HINT) from None
+    return ray
+
+
+def runtime_env(plugins: Sequence[str]) -> dict[str, Any]:
+    """What a node needs to run cells: this attnbench and the --plugin files, shipped by Ray (for ``ray.init``)."""
+    modules = [str(Path(attnbench.__file__).resolve().parent)]
+    modules += [str(Path(p).resolve()) for p in plugins if Path(p).is_file()]
+    return {"py_modules": modules}
+
+
+class NodeWorker:
+    """The actor on one node: runs each cell through the same forkserver child as the local executor."""
+
+    def describe(self, plugins: Sequence[str]) -> dict[str, Any]:
+        """The node's name and hardware; importing attnbench and the plugins here surfaces a node that can't."""
+        import os
+
+        import torch
+
+        from attnbench.core.registry import load_plugin
+        from attnbench.execution.worker import shipped_plugin
+        from attnbench.runs.environment import cpu_model
+
+        for plugin in plugins:
+            load_plugin(shipped_plugin(plugin))
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        return {"host": socket.gethostname(), "pid": os.getpid(), "cpu_model": cpu_model(),
+                "cpu_count": os.cpu_count(), "gpu": gpu}  # fmt: skip
+
+    def run(self, fn: Callable[[Any, Report], Any], cell: Any, timeout_s: float | None) -> Outcome:
+        from attnbench.execution.local import LocalExecutor
+        from attnbench.execution.protocol import run_one
+
+        return run_one(LocalExecutor(), fn, cell, timeout_s=timeout_s)
+
+
+@dataclass
+class _Node:
+    node_id: str
+    name: str
+    cpus: int
+    gpus: int
+    actor: Any
+    description: dict[str, Any] = field(default_factory=dict)
+    free_cpus: int = 0
+    free_gpus: int = 0
+    held_alone: bool = False
+    cpu_cells: int = 0
+
+
+@dataclass
+class _Job:
+    fn: Callable[[Any, Report], Any]
+    cell: Any
+    timeout_s: float | None
+    tag: Any
+    node: str | None
+    attempts: int = 0
+
+
+@dataclass
+class _Running:
+    job: _Job
+    node: _Node
+    cpus: int
+    gpus: int
+    alone: bool
+    actor: Any = None  # the actor it was sent to: when it dies, only the first of its cells replaces it
+
+
+def _device(cell: Any) -> str:
+    for holder in (cell, getattr(cell, "cell", None)):
+        device = getattr(holder, "device", None)
+        if isinstance(device, str):
+            return device
+    return "cpu"
+
+
+class RayExecutor:
+    """Runs cells on the nodes of a Ray cluster (``address``), or of a Ray instance it starts itself."""
+
+    def __init__(
+        self, address: str | None = None, *, retries: int = DEFAULT_RETRIES, plugins: Sequence[str] = ()
+    ) -> None:
+        ray = import_ray()
+        self._ray = ray
+        self._retries = retries
+        self._plugins = tuple(plugins)
+        self._started_ray = False
+        if not ray.is_initialized():  # else the caller's Ray job (and its runtime_env) is used as it is
+            try:
+                ray.init(
+                    address=address, include_dashboard=False, log_to_driver=False, logging_level="error",
+                    runtime_env=runtime_env(plugins),  # local paths ship only at the job level
+                )  # fmt: skip
+            except ConnectionError as err:
+                message = (
+                    f"--ray-address {address}: cannot connect to Ray ({_first_line(err)}); start it with `ray start`"
+                )
+                raise UserError(message) from None
+            self._started_ray = True
+        self._queue: deque[_Job] = deque()
+        self._running: dict[Any, _Running] = {}
+        self._nodes: dict[str, _Node] = {}
+        self.lost_nodes: dict[str, str] = {}  # node name -> why it cannot run cells
+        self._pending_notices: deque[str] = deque()
+        for info in ray.nodes():
+            if info.get("Alive") and info.get("Resources", {}).get("CPU", 0) >= 1:
+                self._add_node(info["NodeID"], info["Resources"])
+        if not self._nodes:
+            raise UserError(f"the Ray cluster{f' at {address}' if address else ''} has no node that can run cells")
+        self.capacity = sum(max(n.cpus, n.gpus) for n in self._nodes.values())
+
+    # the nodes -------------------------------------------------------------------------------------------
+    def _actor(self, node_id: str, slots: int) -> Any:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        remote = self._ray.remote(NodeWorker).options(
+            num_cpus=0,  # it only waits on its children; the cells' CPUs are accounted for here
+            max_concurrency=slots + 1,
+            max_restarts=0,
+            max_task_retries=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+        )
+        return remote.remote()
+
+    def _add_node(self, node_id: str, resources: dict[str, float]) -> None:
+        cpus, gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
+        actor = self._actor(node_id, max(cpus, gpus))
+        try:
+            description = self._ray.get(actor.describe.remote(self._plugins))
+        except self._ray.exceptions.RayError as err:
+            reason = _first_line(err)
+            self.lost_nodes[node_id[:12]] = reason
+            self._pending_notices.append(f"node {node_id[:12]} cannot run attnbench cells: {reason}")
+            self._ray.kill(actor)
+            return
+        name = description["host"]
+        if any(n.name == name for n in self._nodes.values()):
+            name = f"{name}-{node_id[:8]}"
+        self._nodes[node_id] = _Node(node_id, name, cpus, gpus, actor, description, cpus, gpus)
+
+    def nodes(self) -> list[str]:
+        return [n.name for n in self._nodes.values()]
+
+    def node_descriptions(self) -> dict[str, dict[str, Any]]:
+        return {n.name: {k: v for k, v in n.description.items() if k != "pid"} for n in self._nodes.values()}
+
+    def actor_pid(self, name: str) -> int:
+        """The process id of ``name``'s actor (to test the loss of a worker)."""
+        node = next(n for n in self._nodes.values() if n.name == name)
+        return int(self._ray.get(node.actor.describe.remote(())).get("pid"))
+
+    # the protocol ----------------------------------------------------------------------------------------
+    def submit(
+        self,
+        fn: Callable[[Any, Report], Any],
+        cell: Any,
+        *,
+        timeout_s: float | None,
+        tag: Any = None,
+        node: str | None = None,
+    ) -> None:
+        self._queue.append(_Job(fn, cell, timeout_s, tag, node))
+
+    def outcomes(self) -> Iterator[Event]:
+        while self._queue or self._running:
+            yield from self._dispatch()
+            if not self._running:
+                continue
+            ready, _ = self._ray.wait(list(self._running), num_returns=1)
+            for ref in ready:
+                running = self._running.pop(ref)
+                self._release(running)
+                outcome = self._collect(ref, running)
+                if outcome is not None:
+                    yield outcome
+
+    def cancel(self) -> None:
+        self._queue.clear()
+        for ref in list(self._running):
+            self._ray.cancel(ref, force=False)
+        self._running.clear()
+        for node in self._nodes.values():
+            self._ray.kill(node.actor)  # its forkserver and children die with it
+            node.actor = None
+
+    def close(self) -> None:
+        """End the actors and, when this executor started Ray, Ray itself."""
+        for node in self._nodes.values():
+            if node.actor is not None:
+                self._ray.kill(node.actor)
+        self._nodes.clear()
+        if self._started_ray:
+            self._ray.shutdown()
+
+    # placement -------------------------------------------------------------------------------------------
+    def _place(self, job: _Job) -> _Running | None:
+        cuda = _device(job.cell).startswith("cuda")
+        alone = not cuda and not getattr(job.cell, "shares_node", False)
+        for node in self._nodes.values():
+            if job.node is not None and node.name != job.node:
+                continue
+            if cuda:
+                if node.free_gpus >= 1:
+                    return _Running(job, node, 0, 1, False)
+                continue
+            if node.held_alone:
+                continue
+            if alone:
+                if node.cpu_cells == 0:
+                    return _Running(job, node, node.cpus, 0, True)
+                continue
+            cpus = min(max(1, int(getattr(job.cell, "threads", 1))), node.cpus)
+            if node.free_cpus >= cpus:
+                return _Running(job, node, cpus, 0, False)
+        return None
+
+    def _dispatch(self) -> Iterator[Outcome]:
+        while self._pending_notices and self._queue:  # a node that cannot import attnbench: said once
+            job = self._queue.popleft()
+            yield Outcome("error", None, self._pending_notices.popleft(), tag=job.tag)
+        while self._queue:
+            job = self._queue[0]
+            if job.node is not None and job.node not in self.nodes():
+                self._queue.popleft()
+                yield Outcome("error", None, f"node {job.node} is no longer in the cluster", tag=job.tag)
+                continue
+            if not self._nodes:
+                self._queue.popleft()
+                yield Outcome("error", None, "no Ray node left that can run cells", tag=job.tag)
+                continue
+            running = self._place(job)
+            if running is None:
+                return  # in order: a measuring cell waits for its node rather than be overtaken
+            self._queue.popleft()
+            node = running.node
+            node.free_cpus -= running.cpus
+            node.free_gpus -= running.gpus
+            node.held_alone = running.alone
+            node.cpu_cells += running.cpus > 0
+            job.attempts += 1
+            running.actor = node.actor
+            self._running[node.actor.run.remote(job.fn, job.cell, job.timeout_s)] = running
+
+    def _release(self, running: _Running) -> None:
+        node = running.node
+        node.free_cpus += running.cpus
+        node.free_gpus += running.gpus
+        node.cpu_cells -= running.cpus > 0
+        if running.alone:
+            node.held_alone = False
+
+    def _collect(self, ref: Any, running: _Running) -> Outcome | None:
+        """The cell's outcome, or None when it was put back in the queue to run again."""
+        exceptions = self._ray.exceptions
+        job, node = running.job, running.node
+        try:
+            outcome: Outcome = self._ray.get(ref)
+        except exceptions.OutOfMemoryError as err:  # Ray's memory monitor killed the actor: a result
+            self._replace_actor(node, running.actor)
+            return self._failed(job, node, "oom", f"killed by Ray's memory monitor on {node.name}: {_first_line(err)}")
+        except (exceptions.RayActorError, exceptions.WorkerCrashedError, exceptions.NodeDiedError) as err:
+            reason = _first_line(err)
+            if "memory" in reason.lower() and "monitor" in reason.lower():
+                self._replace_actor(node, running.actor)
+                return self._failed(job, node, "oom", f"killed by Ray's memory monitor on {node.name}: {reason}")
+            self._replace_actor(node, running.actor)
+            if job.attempts <= self._retries:
+                self._queue.appendleft(replace(job, node=job.node if job.node in self.nodes() else None))
+                return None
+            return self._failed(job, node, "error", f"lost its worker on {node.name} {job.attempts} times: {reason}")
+        except exceptions.RayError as err:
+            return self._failed(job, node, "error", f"Ray: {_first_line(err)}")
+        return replace(outcome, tag=job.tag, node=node.name)
+
+    def _failed(self, job: _Job, node: _Node, status: Any, message: str) -> Outcome:
+        now = time.time()
+        return Outcome(status, None, message, tag=job.tag, node=node.name, started_at=now, ended_at=now)
+
+    def _replace_actor(self, node: _Node, dead: Any) -> None:
+        """A new actor on a node whose actor died; a node that is gone leaves the pool."""
+        if node.actor is not dead:
+            return  # another of its cells already replaced it
+        alive = {i["NodeID"] for i in self._ray.nodes() if i.get("Alive")}
+        if node.node_id in alive:
+            node.actor = self._actor(node.node_id, max(node.cpus, node.gpus))
+            return
+        self._nodes.pop(node.node_id, None)
+        self.lost_nodes[node.name] = "node died"
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return (lines[0] if lines else type(err).__name__)[:300]
