@@ -226,7 +226,8 @@ def run_sweep(
             warmup_full = event.result.time_median_s < FULL_WARMUP_BELOW_S
             executor.submit(
                 memory_cell, MemoryCell(job.cell, warmup_full=warmup_full), timeout_s=job.cell.time_budget_s,
-                tag=_InFlight(job.cell, job.row, event.result, event.node), node=event.node or None,
+                tag=_InFlight(job.cell, job.row, event.result, event.node),
+                **({"node": event.node} if event.node else {}),  # its memory is read where it was timed
             )  # fmt: skip
             continue
         if job.timing is None:
