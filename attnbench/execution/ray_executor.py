@@ -121,7 +121,7 @@ class RayExecutor:
     ) -> None:
         ray = import_ray()
         self._ray = ray
-        self._retries = retries
+        self.retries = retries  # runs again of a cell whose node or worker was lost
         self._plugins = tuple(plugins)
         self._started_ray = False
         if not ray.is_initialized():  # else the caller's Ray job (and its runtime_env) is used as it is
@@ -303,7 +303,7 @@ class RayExecutor:
                 self._replace_actor(node, running.actor)
                 return self._failed(job, node, "oom", f"killed by Ray's memory monitor on {node.name}: {reason}")
             self._replace_actor(node, running.actor)
-            if job.attempts <= self._retries:
+            if job.attempts <= self.retries:
                 self._queue.appendleft(replace(job, node=job.node if job.node in self.nodes() else None))
                 return None
             return self._failed(job, node, "error", f"lost its worker on {node.name} {job.attempts} times: {reason}")

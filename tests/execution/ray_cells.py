@@ -26,15 +26,17 @@ def nap(cell: Nap, report: Any) -> float:
 
 @dataclass(frozen=True)
 class KillOnce:
-    """Kills the Ray actor running it (its worker) the first time, while it runs; succeeds the next time."""
+    """Kills the Ray actor running it (its worker) the first ``times`` times, while it runs; then succeeds."""
 
     marker: str
+    times: int = 1
 
 
 def kill_worker_once(cell: KillOnce, report: Any) -> str:
     marker = Path(cell.marker)
-    if not marker.exists():
-        marker.write_text("killed")
+    kills = int(marker.read_text()) if marker.exists() else 0
+    if kills < cell.times:
+        marker.write_text(str(kills + 1))
         forkserver = os.getppid()
         actor = int(Path(f"/proc/{forkserver}/stat").read_text().rsplit(")", 1)[1].split()[1])
         os.kill(actor, signal.SIGKILL)

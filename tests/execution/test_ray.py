@@ -24,19 +24,30 @@ from attnbench.execution.ray_executor import RayExecutor, runtime_env  # noqa: E
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
-SMALL = ["--variant", "softmax", "--variant", "window", "--seq-len", "32", "--seq-len", "64", "--pass", "fwd",
+SMALL = ["--variant", "softmax", "--variant", "window", "--seq-len", "32", "--pass", "fwd", "--pass", "fwd+bwd",
          "--heads", "2", "--head-dim", "8", "--threads", "1", "--min-run-time", "0.01"]  # fmt: skip
-TINY_TRAINING = ["--task", "mqar", "--variant", "softmax", "--variant", "linear", "--seed", "0", "--steps", "2",
+TINY_TRAINING = ["--task", "mqar", "--variant", "softmax", "--seed", "0", "--seed", "1", "--steps", "2",
                  "--seq-len", "32", "--d-model", "16", "--layers", "1", "--heads", "2", "--threads", "1"]  # fmt: skip
 
 
 @pytest.fixture(scope="session")
-def ray_instance() -> Iterator[None]:
+def shared() -> Iterator[RayExecutor]:
+    """One Ray instance and one executor (one actor, one forkserver) for every test: each costs seconds to start."""
     env = runtime_env(())
     env["env_vars"] = {"PYTHONPATH": str(REPO)}  # the actors import the cells of tests/execution/ray_cells.py
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="error", runtime_env=env)
-    yield
+    executor = RayExecutor(retries=1)
+    yield executor
+    executor.close()
     ray.shutdown()
+
+
+@pytest.fixture
+def ray_executor(shared: RayExecutor, monkeypatch: pytest.MonkeyPatch) -> RayExecutor:
+    """The shared executor, also what `--executor ray` builds; the commands' close() leaves it running."""
+    monkeypatch.setattr(shared, "close", lambda: None)
+    monkeypatch.setattr("attnbench.execution.ray_executor.RayExecutor", lambda *args, **kwargs: shared)
+    return shared
 
 
 def _invoke(args: list[str]) -> None:
@@ -44,7 +55,7 @@ def _invoke(args: list[str]) -> None:
     assert result.exit_code == 0, result.output
 
 
-def test_both_executors_give_the_same_cells_and_schema(tmp_path: Path, ray_instance: None) -> None:
+def test_both_executors_give_the_same_cells_and_schema(tmp_path: Path, ray_executor: RayExecutor) -> None:
     for executor in ("local", "ray"):
         _invoke(["bench", "complexity", *SMALL, "--executor", executor, "--out", str(tmp_path / f"c-{executor}")])
         _invoke(["bench", "accuracy", *TINY_TRAINING, "--executor", executor, "--out", str(tmp_path / f"a-{executor}")])
@@ -65,16 +76,14 @@ def test_both_executors_give_the_same_cells_and_schema(tmp_path: Path, ray_insta
     assert manifest["machine"]["node_peaks_gflops"][node] > 0
 
 
-def test_a_ray_run_interrupted_and_resumed_has_each_cell_once(tmp_path: Path, ray_instance: None) -> None:
+def test_a_ray_run_interrupted_and_resumed_has_each_cell_once(tmp_path: Path, ray_executor: RayExecutor) -> None:
     config = ComplexityConfig(variants=["softmax", "window"], seq_lens=[32, 64], passes=["fwd"], heads=2, head_dim=8,
                               threads=1, min_run_time=0.01, max_run_time=0.02)  # fmt: skip
     run_dir = RunDir.create("complexity", out=tmp_path / "run")
-    ray_executor = RayExecutor()
     assert run_sweep(config, run_dir, ray_executor, machine_peak_gflops=None, max_cells=2) == 2
     assert len(run_dir.rows(COMPLEXITY_CSV, COMPLEXITY_COLUMNS)) == 2
     run_sweep(config, run_dir, ray_executor, machine_peak_gflops=None, max_cells=1)  # resumed on Ray
     run_sweep(config, run_dir, LocalExecutor(), machine_peak_gflops=None)  # and locally
-    ray_executor.close()
     keys = [cell_key(r) for _, r in run_dir.rows(COMPLEXITY_CSV, COMPLEXITY_COLUMNS).iterrows()]
     assert sorted(keys) == sorted(set(keys)) and len(keys) == 4
 
@@ -83,8 +92,8 @@ def _overlap(a: Outcome, b: Outcome) -> bool:
     return a.started_at < b.ended_at and b.started_at < a.ended_at
 
 
-def test_measuring_cells_hold_their_node_alone(ray_instance: None) -> None:
-    executor = RayExecutor()
+def test_measuring_cells_hold_their_node_alone(ray_executor: RayExecutor) -> None:
+    executor = ray_executor
     measuring = CellSpec(
         spec="softmax",
         scope="attention",
@@ -106,7 +115,6 @@ def test_measuring_cells_hold_their_node_alone(ray_instance: None) -> None:
         executor.submit(time_cell, measuring, timeout_s=60, tag=("time", i))
         executor.submit(nap, Nap(0.3, shares_node=False), timeout_s=60, tag=("alone", i))
     outcomes = [o for o in executor.outcomes() if isinstance(o, Outcome)]
-    executor.close()
     assert len(outcomes) == 12 and {o.status for o in outcomes} == {"ok"}, [o.message for o in outcomes]
     alone = [o for o in outcomes if o.tag[0] != "nap"]
     for a in alone:
@@ -116,17 +124,16 @@ def test_measuring_cells_hold_their_node_alone(ray_instance: None) -> None:
     assert any(_overlap(a, b) for a in naps for b in naps if a is not b and a.node == b.node)
 
 
-def test_a_cell_whose_worker_dies_is_run_again_then_recorded(tmp_path: Path, ray_instance: None) -> None:
-    executor = RayExecutor(retries=1)
-    executor.submit(kill_worker_once, KillOnce(str(tmp_path / "first")), timeout_s=60, tag="retried")
+def test_a_cell_whose_worker_dies_is_run_again_then_recorded(
+    tmp_path: Path, ray_executor: RayExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    executor = ray_executor  # last in this file: it replaces the shared actor
+    executor.submit(kill_worker_once, KillOnce(str(tmp_path / "once")), timeout_s=60, tag="retried")
+    retried = next(o for o in executor.outcomes() if isinstance(o, Outcome))
+    assert retried.status == "ok" and retried.result == "survived"  # killed once, retried once
+    monkeypatch.setattr(executor, "retries", 0)
+    executor.submit(kill_worker_once, KillOnce(str(tmp_path / "twice")), timeout_s=60, tag="lost")
     executor.submit(nap, Nap(0.1), timeout_s=60, tag="after")
     outcomes = {o.tag: o for o in executor.outcomes() if isinstance(o, Outcome)}
-    assert outcomes["retried"].status == "ok" and outcomes["retried"].result == "survived"
+    assert outcomes["lost"].status == "error" and "lost its worker" in outcomes["lost"].message
     assert outcomes["after"].status == "ok"  # the sweep goes on with a new worker
-    executor.close()
-
-    no_retry = RayExecutor(retries=0)
-    no_retry.submit(kill_worker_once, KillOnce(str(tmp_path / "second")), timeout_s=60, tag="lost")
-    lost = next(o for o in no_retry.outcomes() if isinstance(o, Outcome))
-    no_retry.close()
-    assert lost.status == "error" and "lost its worker" in lost.message
