@@ -106,7 +106,7 @@ def test_measuring_cells_hold_their_node_alone(ray_executor: RayExecutor) -> Non
         dtype="float32",
         device="cpu",
         threads=1,
-        min_run_time=0.2,
+        min_run_time=0.1,
         max_run_time=0.3,
     )
     for i in range(3):  # interleaved: sharing cells queue up around every measuring cell
