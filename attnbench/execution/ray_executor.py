@@ -105,6 +105,10 @@ class _Running:
     actor: Any = None  # the actor it was sent to: when it dies, only the first of its cells replaces it
 
 
+def _slots(resources: dict[str, float]) -> int:
+    return max(int(resources.get("CPU", 0)), int(resources.get("GPU", 0)))
+
+
 def _device(cell: Any) -> str:
     for holder in (cell, getattr(cell, "cell", None)):
         device = getattr(holder, "device", None)
@@ -130,7 +134,7 @@ class RayExecutor:
                     address=address, include_dashboard=False, log_to_driver=False, logging_level="error",
                     runtime_env=runtime_env(plugins),  # local paths ship only at the job level
                 )  # fmt: skip
-            except ConnectionError as err:
+            except (ConnectionError, RuntimeError) as err:  # no cluster at that address
                 message = (
                     f"--ray-address {address}: cannot connect to Ray ({_first_line(err)}); start it with `ray start`"
                 )
@@ -141,11 +145,13 @@ class RayExecutor:
         self._nodes: dict[str, _Node] = {}
         self.lost_nodes: dict[str, str] = {}  # node name -> why it cannot run cells
         self._pending_notices: deque[str] = deque()
-        for info in ray.nodes():
-            if info.get("Alive") and info.get("Resources", {}).get("CPU", 0) >= 1:
-                self._add_node(info["NodeID"], info["Resources"])
+        usable = [i for i in ray.nodes() if i.get("Alive") and i.get("Resources", {}).get("CPU", 0) >= 1]
+        started = [(i["NodeID"], i["Resources"], self._actor(i["NodeID"], _slots(i["Resources"]))) for i in usable]
+        for node_id, resources, actor in started:  # started together: each imports torch once, in parallel
+            self._add_node(node_id, resources, actor)
         if not self._nodes:
-            raise UserError(f"the Ray cluster{f' at {address}' if address else ''} has no node that can run cells")
+            why = f": {self._pending_notices[0]}" if self._pending_notices else ""
+            raise UserError(f"the Ray cluster{f' at {address}' if address else ''} has no node that can run cells{why}")
         self.capacity = sum(max(n.cpus, n.gpus) for n in self._nodes.values())
 
     # the nodes -------------------------------------------------------------------------------------------
@@ -161,9 +167,8 @@ class RayExecutor:
         )
         return remote.remote()
 
-    def _add_node(self, node_id: str, resources: dict[str, float]) -> None:
+    def _add_node(self, node_id: str, resources: dict[str, float], actor: Any) -> None:
         cpus, gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
-        actor = self._actor(node_id, max(cpus, gpus))
         try:
             description = self._ray.get(actor.describe.remote(self._plugins))
         except self._ray.exceptions.RayError as err:
