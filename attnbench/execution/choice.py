@@ -44,12 +44,6 @@ def node_descriptions(executor: Any) -> dict[str, dict[str, Any]]:
     describe = getattr(executor, "node_descriptions", None)
     if describe is not None:
         return describe()
-    import os
+    from attnbench.execution.node import describe_node
 
-    import torch
-
-    from attnbench.runs.environment import cpu_model
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {name: {"host": name, "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "gpu": gpu}
-            for name in executor.nodes()}  # fmt: skip
+    return {name: describe_node() for name in executor.nodes()}

@@ -9,7 +9,6 @@ time: two timing or memory cells on the same CPU would disturb each other.
 from __future__ import annotations
 
 import multiprocessing as mp
-import platform
 import signal
 import time
 from collections import deque
@@ -17,6 +16,7 @@ from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
+from attnbench.execution.node import local_node
 from attnbench.execution.protocol import Event, Outcome, OutcomeStatus, Progress, Report, Submission
 
 _PRELOAD = ["attnbench.execution.preload"]
@@ -116,11 +116,6 @@ class LocalExecutor:
             if process.is_alive():
                 process.kill()
             process.join()
-
-
-def local_node() -> str:
-    """This machine's name, as rows and the manifest record it."""
-    return platform.node() or "localhost"
 
 
 def _death(exitcode: int | None) -> tuple[OutcomeStatus, str]:

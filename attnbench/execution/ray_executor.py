@@ -15,7 +15,6 @@ again (``retries`` times), anything else is the cell's result (``error``, ``oom`
 
 from __future__ import annotations
 
-import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -23,7 +22,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import attnbench
 from attnbench.core.errors import UserError
 from attnbench.execution.protocol import DEFAULT_RETRIES, Event, Outcome, Report
 
@@ -40,7 +38,7 @@ def import_ray() -> Any:
 
 def runtime_env(plugins: Sequence[str]) -> dict[str, Any]:
     """What a node needs to run cells: this attnbench and the --plugin files, shipped by Ray (for ``ray.init``)."""
-    modules = [str(Path(attnbench.__file__).resolve().parent)]
+    modules = [str(Path(__file__).resolve().parents[1])]  # the attnbench package
     modules += [str(Path(p).resolve()) for p in plugins if Path(p).is_file()]
     return {"py_modules": modules}
 
@@ -50,25 +48,41 @@ class NodeWorker:
 
     def describe(self, plugins: Sequence[str]) -> dict[str, Any]:
         """The node's name and hardware; importing attnbench and the plugins here surfaces a node that can't."""
-        import os
-
-        import torch
-
         from attnbench.core.registry import load_plugin
+        from attnbench.execution.node import describe_node
         from attnbench.execution.worker import shipped_plugin
-        from attnbench.runs.environment import cpu_model
 
         for plugin in plugins:
             load_plugin(shipped_plugin(plugin))
-        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-        return {"host": socket.gethostname(), "pid": os.getpid(), "cpu_model": cpu_model(),
-                "cpu_count": os.cpu_count(), "gpu": gpu}  # fmt: skip
+        return describe_node()
 
-    def run(self, fn: Callable[[Any, Report], Any], cell: Any, timeout_s: float | None) -> Outcome:
+    def run(self, fn: Callable[[Any, Report], Any], cell: Any, timeout_s: float | None, gpu: int | None) -> Outcome:
         from attnbench.execution.local import LocalExecutor
         from attnbench.execution.protocol import run_one
 
+        if gpu is not None:
+            return run_one(LocalExecutor(), run_on_gpu, OnGpu(fn, cell, gpu), timeout_s=timeout_s)
         return run_one(LocalExecutor(), fn, cell, timeout_s=timeout_s)
+
+
+@dataclass(frozen=True)
+class OnGpu:
+    """A CUDA cell with the GPU it was given: its child sees that GPU alone, as ``cuda:0``."""
+
+    fn: Callable[[Any, Report], Any]
+    cell: Any
+    gpu: int
+
+    @property
+    def plugins(self) -> tuple[str, ...]:
+        return tuple(getattr(self.cell, "plugins", ()))
+
+
+def run_on_gpu(job: OnGpu, report: Report) -> Any:
+    import os
+
+    os.environ["CUDA_VISIBLE_DEVICES"] = str(job.gpu)  # before the child's first CUDA call
+    return job.fn(job.cell, report)
 
 
 @dataclass
@@ -80,7 +94,7 @@ class _Node:
     actor: Any
     description: dict[str, Any] = field(default_factory=dict)
     free_cpus: int = 0
-    free_gpus: int = 0
+    free_gpus: list[int] = field(default_factory=list)  # indices of the GPUs no cell holds
     held_alone: bool = False
     cpu_cells: int = 0
 
@@ -100,7 +114,7 @@ class _Running:
     job: _Job
     node: _Node
     cpus: int
-    gpus: int
+    gpu: int | None
     alone: bool
     actor: Any = None  # the actor it was sent to: when it dies, only the first of its cells replaces it
 
@@ -180,18 +194,13 @@ class RayExecutor:
         name = description["host"]
         if any(n.name == name for n in self._nodes.values()):
             name = f"{name}-{node_id[:8]}"
-        self._nodes[node_id] = _Node(node_id, name, cpus, gpus, actor, description, cpus, gpus)
+        self._nodes[node_id] = _Node(node_id, name, cpus, gpus, actor, description, cpus, list(range(gpus)))
 
     def nodes(self) -> list[str]:
         return [n.name for n in self._nodes.values()]
 
     def node_descriptions(self) -> dict[str, dict[str, Any]]:
-        return {n.name: {k: v for k, v in n.description.items() if k != "pid"} for n in self._nodes.values()}
-
-    def actor_pid(self, name: str) -> int:
-        """The process id of ``name``'s actor (to test the loss of a worker)."""
-        node = next(n for n in self._nodes.values() if n.name == name)
-        return int(self._ray.get(node.actor.describe.remote(())).get("pid"))
+        return {n.name: dict(n.description) for n in self._nodes.values()}
 
     # the protocol ----------------------------------------------------------------------------------------
     def submit(
@@ -244,18 +253,18 @@ class RayExecutor:
             if job.node is not None and node.name != job.node:
                 continue
             if cuda:
-                if node.free_gpus >= 1:
-                    return _Running(job, node, 0, 1, False)
+                if node.free_gpus:
+                    return _Running(job, node, 0, node.free_gpus[0], False)
                 continue
             if node.held_alone:
                 continue
             if alone:
                 if node.cpu_cells == 0:
-                    return _Running(job, node, node.cpus, 0, True)
+                    return _Running(job, node, node.cpus, None, True)
                 continue
             cpus = min(max(1, int(getattr(job.cell, "threads", 1))), node.cpus)
             if node.free_cpus >= cpus:
-                return _Running(job, node, cpus, 0, False)
+                return _Running(job, node, cpus, None, False)
         return None
 
     def _dispatch(self) -> Iterator[Outcome]:
@@ -278,17 +287,19 @@ class RayExecutor:
             self._queue.popleft()
             node = running.node
             node.free_cpus -= running.cpus
-            node.free_gpus -= running.gpus
+            if running.gpu is not None:
+                node.free_gpus.remove(running.gpu)
             node.held_alone = running.alone
             node.cpu_cells += running.cpus > 0
             job.attempts += 1
             running.actor = node.actor
-            self._running[node.actor.run.remote(job.fn, job.cell, job.timeout_s)] = running
+            self._running[node.actor.run.remote(job.fn, job.cell, job.timeout_s, running.gpu)] = running
 
     def _release(self, running: _Running) -> None:
         node = running.node
         node.free_cpus += running.cpus
-        node.free_gpus += running.gpus
+        if running.gpu is not None:
+            node.free_gpus.append(running.gpu)
         node.cpu_cells -= running.cpus > 0
         if running.alone:
             node.held_alone = False
