@@ -15,6 +15,7 @@ again (``retries`` times), anything else is the cell's result (``error``, ``oom`
 
 from __future__ import annotations
 
+import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -143,6 +144,7 @@ class RayExecutor:
         self._plugins = tuple(plugins)
         self._started_ray = False
         if not ray.is_initialized():  # else the caller's Ray job (and its runtime_env) is used as it is
+            check_reachable(address)
             try:
                 ray.init(
                     address=address, include_dashboard=False, log_to_driver=False, logging_level="error",
@@ -341,6 +343,21 @@ class RayExecutor:
             return
         self._nodes.pop(node.node_id, None)
         self.lost_nodes[node.name] = "node died"
+
+
+def check_reachable(address: str | None) -> None:
+    """A HOST:PORT nobody listens on fails in seconds here, not after Ray's own minutes of retries."""
+    if address is None or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except (OSError, ValueError) as err:
+        raise UserError(
+            f"--ray-address {address}: nothing answers there ({err}); start the head with `ray start --head` "
+            "and pass the address it prints, or auto"
+        ) from None
 
 
 def _first_line(err: BaseException) -> str:

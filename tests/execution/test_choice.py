@@ -48,3 +48,13 @@ def test_command_line_wins_over_the_suite_and_local_is_the_default() -> None:
     with pytest.raises(UserError, match=r"\[execution\]"):
         parse_suite({"complexity": {"variants": ["softmax"]}, "execution": {"executor": "mpi"}},
                     source="t.toml", default_name="t")  # fmt: skip
+
+
+def test_a_ray_address_nobody_answers_fails_fast_naming_the_fix() -> None:
+    pytest.importorskip("ray")
+    from attnbench.execution.ray_executor import check_reachable
+
+    with pytest.raises(UserError, match=r"127\.0\.0\.1:1: nothing answers there.*ray start --head"):
+        check_reachable("127.0.0.1:1")
+    check_reachable("auto")  # Ray resolves these itself
+    check_reachable(None)
