@@ -11,8 +11,18 @@ import typer
 from attnbench.cli.app import bench_app
 from attnbench.cli.console import accuracy_table, complexity_tables, console
 from attnbench.cli.errors import fail, user_errors
-from attnbench.cli.jobs import finish, in_session
-from attnbench.cli.options import Device, MaxCells, Out, Remeasure, Resume, checked_device
+from attnbench.cli.jobs import executor_choice, finish, in_session
+from attnbench.cli.options import (
+    Device,
+    ExecutorName,
+    MaxCells,
+    Out,
+    RayAddress,
+    Remeasure,
+    Resume,
+    Retries,
+    checked_device,
+)
 from attnbench.core.baseline import BASELINE
 from attnbench.sweeps.complexity_config import default_of
 
@@ -70,6 +80,9 @@ def complexity_command(
     out: Out = None,
     resume: Resume = None,
     max_cells: MaxCells = None,
+    executor: ExecutorName = None,
+    ray_address: RayAddress = None,
+    retries: Retries = None,
     min_run_time: Annotated[float | None, typer.Option(hidden=True, min=0.0)] = None,
     remeasure: Remeasure = None,
 ) -> None:
@@ -84,6 +97,7 @@ def complexity_command(
     from attnbench.sweeps.options import parse_bytes, parse_lengths
 
     device = checked_device(device)
+    choice = executor_choice(executor, ray_address, retries)
     if resume is not None and variant:
         load_run_plugins(resume)  # the run's plugin variants must resolve before --variant is canonicalised
     given: dict[str, Any] = {
@@ -126,7 +140,7 @@ def complexity_command(
     frame = in_session(
         run_dir, lambda executor, on_event: complexity.complexity_job(
             config, run_dir, executor, max_cells=max_cells, on_event=on_event
-        ),
+        ), choice, config.plugins,
     )  # fmt: skip
     for table in complexity_tables(frame):
         console.print(table)
@@ -166,6 +180,9 @@ def accuracy_command(
     out: Out = None,
     resume: Resume = None,
     max_cells: MaxCells = None,
+    executor: ExecutorName = None,
+    ray_address: RayAddress = None,
+    retries: Retries = None,
 ) -> None:
     """Train each variant in the same skeleton on long-range tasks; report accuracy and cost per step."""
     from attnbench.core.registry import loaded_plugins
@@ -175,6 +192,7 @@ def accuracy_command(
     from attnbench.tasks import available_tasks
 
     device = checked_device(device)
+    choice = executor_choice(executor, ray_address, retries)
     if resume is not None:
         given_any = [task, variant, seed, baseline, preset, seq_len, steps, batch_size, lr, d_model, layers, heads,
                      time_budget, data_dir, out]  # fmt: skip
@@ -206,7 +224,7 @@ def accuracy_command(
     frame = in_session(
         run_dir, lambda executor, on_event: accuracy.accuracy_job(
             config, run_dir, executor, max_cells=max_cells, on_event=on_event
-        ),
+        ), choice, config.plugins,
     )  # fmt: skip
     console.print(accuracy_table(frame))
     finish(run_dir.path, "accuracy.csv, curves.csv, accuracy_by_distance.csv, manifest.json")

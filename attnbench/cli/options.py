@@ -15,6 +15,15 @@ Threads = Annotated[int | None, typer.Option(min=1, help="Default: torch's threa
 Resume = Annotated[Path | None, typer.Option(help="Finish an interrupted run in this directory.")]
 Out = Annotated[Path | None, typer.Option(help="Run directory (default results/<time>-<command>).")]
 MaxCells = Annotated[int | None, typer.Option(hidden=True, min=1)]
+ExecutorName = Annotated[
+    str | None, typer.Option("--executor", help="Where cells run: local (default: this machine) or ray (Ray cluster).")
+]
+RayAddress = Annotated[
+    str | None, typer.Option(help="Ray cluster to join (auto, or HOST:PORT); default: start a local Ray instance.")
+]
+Retries = Annotated[
+    int | None, typer.Option(min=0, help="Runs of a cell again when its node or worker was lost (default 1).")
+]
 
 
 def checked_device(device: str | None) -> str | None:

@@ -9,8 +9,19 @@ import typer
 from attnbench.cli.app import app
 from attnbench.cli.console import accuracy_table, complexity_tables, console
 from attnbench.cli.errors import fail, user_errors
-from attnbench.cli.jobs import in_session
-from attnbench.cli.options import Device, MaxCells, Out, Remeasure, Resume, Threads, checked_device
+from attnbench.cli.jobs import executor_choice, in_session
+from attnbench.cli.options import (
+    Device,
+    ExecutorName,
+    MaxCells,
+    Out,
+    RayAddress,
+    Remeasure,
+    Resume,
+    Retries,
+    Threads,
+    checked_device,
+)
 
 
 @app.command("run")
@@ -25,10 +36,14 @@ def run_command(
     threads: Threads = None,
     max_cells: MaxCells = None,
     remeasure: Remeasure = None,
+    executor: ExecutorName = None,
+    ray_address: RayAddress = None,
+    retries: Retries = None,
 ) -> None:
     """The main job: a suite's complexity and accuracy sweeps, then plots and report.md."""
     import dataclasses
     import time
+    from dataclasses import asdict
 
     import torch
 
@@ -60,6 +75,7 @@ def run_command(
         accuracy = AccuracyConfig.from_dict(manifest["accuracy"]) if manifest.get("accuracy") else None
         decode = DecodeConfig.from_dict(manifest["decode"]) if manifest.get("decode") else None
         tolerance = manifest["run"]["acc_tolerance"]
+        suite_execution = (manifest["run"].get("suite") or {}).get("execution")
     else:
         chosen = load_suite(suite or "quick")
         device = device or "cpu"
@@ -75,6 +91,7 @@ def run_command(
             chosen, device=device, threads=threads or torch.get_num_threads(), plugins=plugins
         )
         tolerance = chosen.report.acc_tolerance
+        suite_execution = asdict(chosen.execution)
         sections = {
             "run": {"device": device, "threads": threads, "acc_tolerance": tolerance, "suite": chosen.to_dict()},
             "complexity": complexity.to_dict() if complexity else None,
@@ -85,12 +102,14 @@ def run_command(
             "run", suite=chosen.name, sections=sections, device=device, threads=threads or torch.get_num_threads(),
             out=out,
         )  # fmt: skip
+    choice = executor_choice(executor, ray_address, retries, suite_execution)
     console.print(f"[bold]attnbench run[/] → {run_dir.path}")
+    plugins = (complexity or accuracy).plugins if (complexity or accuracy) else []
     in_session(
         run_dir, lambda executor, on_event: suites.run_suite(
             run_dir, executor, complexity=complexity, accuracy=accuracy, decode=decode, max_cells=max_cells,
             on_event=on_event,
-        ),
+        ), choice, plugins,
     )  # fmt: skip
     report = write_report(run_dir.path, acc_tolerance=tolerance)
     for table in complexity_tables(run_dir.rows(COMPLEXITY_CSV, COMPLEXITY_COLUMNS)):

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
+from attnbench.execution.node import local_node
 from attnbench.execution.protocol import Event, Outcome, OutcomeStatus, Progress, Report, Submission
 
 _PRELOAD = ["attnbench.execution.preload"]
@@ -50,8 +51,19 @@ class LocalExecutor:
         self._queue: deque[Submission] = deque()
         self._current: mp.process.BaseProcess | None = None
 
-    def submit(self, fn: Callable[[Any, Report], Any], cell: Any, *, timeout_s: float | None, tag: Any = None) -> None:
+    def submit(
+        self,
+        fn: Callable[[Any, Report], Any],
+        cell: Any,
+        *,
+        timeout_s: float | None,
+        tag: Any = None,
+        node: str | None = None,  # one machine: every cell runs on it
+    ) -> None:
         self._queue.append(Submission(fn, cell, timeout_s, tag))
+
+    def nodes(self) -> list[str]:
+        return [local_node()]
 
     def outcomes(self) -> Iterator[Event]:
         while self._queue:
@@ -67,6 +79,13 @@ class LocalExecutor:
         receiver, sender = self._ctx.Pipe(duplex=False)
         process = self._ctx.Process(target=_child, args=(sender, job.fn, job.cell), daemon=True)
         start = time.perf_counter()
+        started_at = time.time()
+
+        def outcome(status: OutcomeStatus, result: Any, message: str) -> Outcome:
+            return Outcome(
+                status, result, message, time.perf_counter() - start, job.tag, local_node(), started_at, time.time()
+            )
+
         process.start()
         sender.close()
         self._current = process
@@ -78,17 +97,17 @@ class LocalExecutor:
                     process.kill()
                     process.join()
                     message = f"exceeded the time budget of {job.timeout_s:g} s"
-                    yield Outcome("timeout", None, message, time.perf_counter() - start, job.tag)
+                    yield outcome("timeout", None, message)
                     return
                 try:
                     status, result, message = receiver.recv()
                 except EOFError:
                     process.join()
                     status, message = _death(process.exitcode)
-                    yield Outcome(status, None, message, time.perf_counter() - start, job.tag)
+                    yield outcome(status, None, message)
                     return
                 if status != "progress":
-                    yield Outcome(status, result, message, time.perf_counter() - start, job.tag)
+                    yield outcome(status, result, message)
                     return
                 yield Progress(result, job.tag)
         finally:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
+DEFAULT_RETRIES = 1  # an executor runs again a cell whose node or worker was lost, once
 OutcomeStatus = Literal["ok", "oom", "timeout", "error", "skipped"]
 Report = Callable[[dict[str, Any]], None]  # what a running cell calls to send progress to the parent
 C = TypeVar("C")
@@ -34,6 +35,9 @@ class Outcome:
     message: str = ""
     elapsed_s: float = 0.0
     tag: Any = None
+    node: str = ""  # the machine the cell ran on (rows record it; peak_fraction uses that machine's peak)
+    started_at: float = 0.0  # wall clock (time.time()) when its process started and ended
+    ended_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -50,8 +54,23 @@ class Executor(Protocol):
 
     capacity: int  # cells it runs at once: a sweep keeps at most this many in flight
 
-    def submit(self, fn: Callable[[Any, Report], Any], cell: Any, *, timeout_s: float | None, tag: Any = None) -> None:
-        """Queue one cell; it runs when a slot is free. A cell may be submitted while outcomes are consumed."""
+    def submit(
+        self,
+        fn: Callable[[Any, Report], Any],
+        cell: Any,
+        *,
+        timeout_s: float | None,
+        tag: Any = None,
+        node: str | None = None,
+    ) -> None:
+        """Queue one cell; it runs when a slot is free (on ``node`` when given: a name from :meth:`nodes`).
+
+        A cell may be submitted while outcomes are consumed.
+        """
+        ...
+
+    def nodes(self) -> list[str]:
+        """The machines cells run on, by the name outcomes carry."""
         ...
 
     def outcomes(self) -> Iterator[Event]:
@@ -83,3 +102,12 @@ def run_one(
     if outcome is None:
         raise RuntimeError("the executor finished without an outcome for the submitted cell")
     return outcome
+
+
+def run_on_every_node(
+    executor: Executor, fn: Callable[[Any, Report], Any], cell: Any, *, timeout_s: float | None
+) -> dict[str, Outcome]:
+    """One run of ``cell`` on each of the executor's machines (e.g. each machine's matmul peak), by node name."""
+    for node in executor.nodes():
+        executor.submit(fn, cell, timeout_s=timeout_s, tag=node, node=node)
+    return {event.tag: event for event in executor.outcomes() if isinstance(event, Outcome)}

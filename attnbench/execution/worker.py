@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,12 +26,20 @@ def classify_exception(err: BaseException) -> tuple[OutcomeStatus, str]:
     return "error", first[:500]
 
 
+def shipped_plugin(plugin: str) -> str:
+    """A plugin file absent on this machine is imported by module name: Ray's runtime_env shipped it there."""
+    path = Path(plugin)
+    if path.suffix == ".py" and not path.exists():
+        return path.stem
+    return plugin
+
+
 def run_cell(fn: Callable[[Any, Report], Any], cell: Any, report: Report) -> tuple[OutcomeStatus, Any, str]:
     """(status, typed result, message): never raises, so the parent always learns how the cell ended."""
     try:
         torch.set_flush_denormal(True)
         for plugin in getattr(cell, "plugins", ()):
-            load_plugin(plugin)
+            load_plugin(shipped_plugin(plugin))
         return "ok", fn(cell, report), ""
     except BaseException as err:
         status, message = classify_exception(err)

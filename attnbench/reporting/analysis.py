@@ -11,7 +11,7 @@ import pandas as pd
 from attnbench.core.baseline import ACC_TOLERANCE_POINTS, BASELINE
 from attnbench.core.robust import power_law
 
-GROUP = ("spec", "scope", "pass", "causal")
+GROUP = ("spec", "scope", "pass", "causal", "node_type")  # node_type: fits never mix different machines
 TAIL_POINTS = 4  # exponents are fitted over the largest lengths, where the asymptotic term dominates
 MIN_POINTS = 3
 
@@ -375,7 +375,7 @@ def recommendations(
     *,
     tolerance_points: float = ACC_TOLERANCE_POINTS,
     baseline: str = BASELINE,
-    group: Sequence[str] = ("scope", "pass", "causal"),
+    group: Sequence[str] = ("scope", "pass", "causal", "node_type"),
 ) -> pd.DataFrame:
     """Per group × measured n: the fastest and the leanest spec that fits (ran ok) and keeps accuracy.
 

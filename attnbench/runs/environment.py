@@ -12,16 +12,7 @@ from typing import Any
 import torch
 
 import attnbench
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from attnbench.execution.node import cpu_model
 
 
 def available_memory_bytes() -> int:

@@ -43,6 +43,29 @@ class RunData:
         return sorted({str(s) for f in frames if "spec" in f.columns for s in f["spec"].dropna()})
 
 
+def node_type(node: Any, device: Any, nodes: dict[str, Any]) -> str:
+    """The kind of machine a row ran on (its GPU model on CUDA, else its CPU model and count); "" if unrecorded."""
+    description = nodes.get(str(node)) if isinstance(node, str) else None
+    if not isinstance(description, dict):
+        return ""
+    if str(device).startswith("cuda") and description.get("gpu"):
+        return str(description["gpu"])
+    return f"{description.get('cpu_model', '?')} ({description.get('cpu_count', '?')} CPUs)"
+
+
+def with_node_type(frame: pd.DataFrame, manifest: dict[str, Any]) -> pd.DataFrame:
+    """``frame`` plus a ``node_type`` column: the key that keeps fits and picks to one kind of machine."""
+    nodes = (manifest.get("executor") or {}).get("nodes") or {}
+    frame = frame.copy()
+    if frame.empty:
+        frame["node_type"] = pd.Series(dtype=str)
+        return frame
+    nodes_of = frame["node"] if "node" in frame.columns else pd.Series([None] * len(frame), index=frame.index)
+    devices = frame["device"] if "device" in frame.columns else pd.Series(["cpu"] * len(frame), index=frame.index)
+    frame["node_type"] = [node_type(n, d, nodes) for n, d in zip(nodes_of, devices, strict=True)]
+    return frame
+
+
 def load_run(run_dir: Path) -> RunData:
     """Read a run directory; a path that is not one raises :class:`UserError` naming the file and the fix."""
     run_dir = Path(run_dir)
@@ -61,6 +84,7 @@ def load_run(run_dir: Path) -> RunData:
     if not isinstance(manifest, dict):
         raise UserError(f"{manifest_path} does not hold a JSON object; it is not an attnbench manifest")
     frames = {name: read_rows(run_dir / name, columns) for name, columns in FILES.items()}
+    frames[COMPLEXITY_CSV] = with_node_type(frames[COMPLEXITY_CSV], manifest)
     missing = [name for name in FILES if not (run_dir / name).exists()]
     return RunData(
         path=run_dir,

@@ -13,7 +13,7 @@ COMPLEXITY_COLUMNS: tuple[str, ...] = (
     "spec", "variant", "family", "scope", "pass", "device", "dtype", "threads", "batch", "heads", "head_dim",
     "seq_len", "causal", "status", "time_median_s", "time_iqr_s", "first_call_s", "peak_mem_bytes",
     "predicted_peak_bytes", "flops", "gflops_per_s", "peak_fraction", "message",
-    "time_min_s", "time_cv", "wait_fraction", "stable", "attempts",
+    "time_min_s", "time_cv", "wait_fraction", "stable", "attempts", "node",
 )  # fmt: skip
 COMPLEXITY_RAW_COLUMNS: tuple[str, ...] = (
     "spec", "scope", "pass", "device", "dtype", "batch", "heads", "head_dim", "seq_len", "causal",
@@ -23,11 +23,11 @@ COMPLEXITY_RAW_COLUMNS: tuple[str, ...] = (
 ACCURACY_COLUMNS: tuple[str, ...] = (
     "task", "spec", "variant", "family", "cross_variant", "seed", "seq_len", "model", "params", "steps",
     "train_time_s", "time_per_step_s", "peak_mem_bytes", "best_step", "val_acc", "test_acc", "majority_acc",
-    "status", "message",
+    "status", "message", "node",
 )  # fmt: skip
 APPROXIMATION_COLUMNS: tuple[str, ...] = (
     "spec", "variant", "family", "causal", "seq_len", "batch", "heads", "head_dim", "dtype", "rel_error", "status",
-    "message",
+    "message", "node",
 )  # fmt: skip
 CURVES_COLUMNS: tuple[str, ...] = ("task", "spec", "seed", "step", "train_loss", "val_acc", "elapsed_s")
 BY_DISTANCE_COLUMNS: tuple[str, ...] = ("task", "spec", "seed", "distance_bucket", "n", "acc")

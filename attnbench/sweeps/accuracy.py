@@ -216,7 +216,7 @@ def run_accuracy_sweep(
             row = result.row
         else:
             row = _failed_row(cell, event.status, event.message)
-        rows.append(row)  # last: a row present means its curves and distances are complete
+        rows.append(row | {"node": event.node})  # last: a row present means its curves and distances are complete
         on_event(CellFinished(label(cell), row))
         in_flight -= 1
         feed()

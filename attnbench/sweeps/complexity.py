@@ -18,7 +18,7 @@ import pandas as pd
 
 from attnbench.core.baseline import LSTM_BASELINE
 from attnbench.core.registry import attention_class, parse_attention_spec
-from attnbench.execution.protocol import Executor, Outcome, Progress, run_one
+from attnbench.execution.protocol import Executor, Outcome, Progress, run_on_every_node
 from attnbench.measure.approximation import approximation_cell
 from attnbench.measure.cells import CellSpec, MemoryCell, PeakCell, Timing
 from attnbench.measure.cost import cell_cost, cell_flops, input_bytes, predicted_peak
@@ -111,6 +111,7 @@ class _InFlight:
     row: dict[str, Any]
     timing: Timing | None = None
     attempt: int = 1
+    node: str = ""  # where it was timed: its memory reading runs there too, its peak_fraction uses its peak
 
 
 @dataclass
@@ -142,6 +143,7 @@ def _measured_row(
     assert t is not None
     reading = reading or Reading.of(t, job.cell.threads)
     row = job.row | {
+        "node": job.node,
         "time_median_s": t.time_median_s,
         "time_iqr_s": t.time_iqr_s,
         "first_call_s": t.first_call_s,
@@ -209,7 +211,7 @@ def run_sweep(
     run_dir: RunDir,
     executor: Executor,
     *,
-    machine_peak_gflops: float | None,
+    machine_peak_gflops: float | dict[str, float | None] | None,
     on_event: OnEvent = ignore,
     max_cells: int | None = None,
 ) -> int:
@@ -217,9 +219,16 @@ def run_sweep(
 
     A cell settles when its reading is clean (tight blocks, the CPU was the worker's, on its variant's
     series — or reproduced) or when its re-measures are spent; a suspect cell is measured again in a fresh
-    worker after the cells still planned, and its row records the attempt with the best evidence.
+    worker, on the node of its first attempt, after the cells still planned, and its row records the attempt
+    with the best evidence. ``machine_peak_gflops``: one peak, or each node's by name (a row's peak_fraction
+    uses its own node's).
     """
     rules = config.stability
+
+    def peak_of(node: str) -> float | None:
+        if isinstance(machine_peak_gflops, dict):
+            return machine_peak_gflops.get(node)
+        return machine_peak_gflops
     done_rows = run_dir.rows(COMPLEXITY_CSV, COMPLEXITY_COLUMNS)
     done = {cell_key(r) for _, r in done_rows.iterrows()}
     series = _stable_series(done_rows)
@@ -256,8 +265,8 @@ def run_sweep(
             pool = on_line or pool
         reading, timing = min(pool, key=lambda rt: (*rt[0].badness(), rt[0].time_median_s))
         assert state.memory is not None
-        job = _InFlight(state.job.cell, state.job.row, timing)
-        row = _measured_row(job, state.memory, machine_peak_gflops, reading)
+        job = _InFlight(state.job.cell, state.job.row, timing, node=state.job.node)
+        row = _measured_row(job, state.memory, peak_of(job.node), reading)
         row |= {"stable": stable, "attempts": state.tries}
         if not stable:  # the reason the kept reading itself gives, else the one that triggered the re-measures
             why = " and ".join(reading.doubts(rules)) or _off(key, reading) or why
@@ -299,8 +308,11 @@ def run_sweep(
                 key = later.popleft()
                 state = attempts[key]
                 state.tries += 1
-                job = _InFlight(state.job.cell, state.job.row, attempt=state.tries)
-                executor.submit(time_cell, job.cell, timeout_s=job.cell.time_budget_s, tag=job)
+                job = _InFlight(state.job.cell, state.job.row, attempt=state.tries, node=state.job.node)
+                executor.submit(
+                    time_cell, job.cell, timeout_s=job.cell.time_budget_s, tag=job,
+                    **({"node": job.node} if job.node else {}),  # readings of one cell stay on one node type
+                )  # fmt: skip
                 in_flight += 1
                 continue
             if todo and max_cells is not None and started >= max_cells:
@@ -339,13 +351,14 @@ def run_sweep(
             warmup_full = event.result.time_median_s < FULL_WARMUP_BELOW_S
             executor.submit(
                 memory_cell, MemoryCell(job.cell, warmup_full=warmup_full), timeout_s=job.cell.time_budget_s,
-                tag=_InFlight(job.cell, job.row, event.result),
+                tag=_InFlight(job.cell, job.row, event.result, node=event.node),
+                **({"node": event.node} if event.node else {}),  # its memory is read where it was timed
             )  # fmt: skip
             continue
         elif job.timing is None:
-            finish(job.cell, job.row | {"status": event.status, "message": event.message}, None)
+            finish(job.cell, job.row | {"status": event.status, "message": event.message, "node": event.node}, None)
         elif event.status != "ok":
-            finish(job.cell, _measured_row(job, event, machine_peak_gflops), job.timing)
+            finish(job.cell, _measured_row(job, event, peak_of(job.node)), job.timing)
         else:
             raw.extend(raw_rows(job.row, job.timing, 1))
             state = _Attempts(job, event, [(Reading.of(job.timing, job.cell.threads), job.timing)], tries=1)
@@ -388,7 +401,7 @@ def run_approximation(
         name, family, _ = variants(cell.spec)
         base = _base_row(cell, name, family)
         row = {k: base[k] for k in APPROXIMATION_COLUMNS if k in base}
-        row |= {"status": event.status, "message": event.message}
+        row |= {"status": event.status, "message": event.message, "node": event.node}
         if event.status == "ok":
             row["rel_error"] = event.result.rel_error
         out.append(row)
@@ -402,10 +415,11 @@ def pending_cells(config: ComplexityConfig, run_dir: RunDir) -> int:
     return sum(_key(c) not in done for c in plan_cells(config))
 
 
-def measure_machine_peak(executor: Executor, config: ComplexityConfig) -> float | None:
+def measure_machine_peaks(executor: Executor, config: ComplexityConfig) -> dict[str, float | None]:
+    """Each node's matmul peak, by node name."""
     cell = PeakCell(device=config.device, dtype=config.dtype, threads=config.threads)
-    outcome = run_one(executor, matmul_peak_gflops, cell, timeout_s=MACHINE_PEAK_TIMEOUT_S)
-    return float(outcome.result) if outcome.status == "ok" else None
+    outcomes = run_on_every_node(executor, matmul_peak_gflops, cell, timeout_s=MACHINE_PEAK_TIMEOUT_S)
+    return {node: float(o.result) if o.status == "ok" else None for node, o in outcomes.items()}
 
 
 def complexity_job(
@@ -417,11 +431,19 @@ def complexity_job(
     on_event: OnEvent = ignore,
 ) -> pd.DataFrame:
     """Run (or finish) the sweep in ``run_dir``, then the approximation errors; returns every row of the run."""
-    peak = run_dir.read_manifest().get("machine", {}).get("matmul_peak_gflops")
-    if peak is None:
-        peak = measure_machine_peak(executor, config)
-        run_dir.update_manifest(machine={"matmul_peak_gflops": peak, "matmul": "2048x2048 mm, best of autorange"})
-    run_sweep(config, run_dir, executor, machine_peak_gflops=peak, on_event=on_event, max_cells=max_cells)
+    machine = run_dir.read_manifest().get("machine") or {}
+    peaks: dict[str, float | None] = dict(machine.get("node_peaks_gflops") or {})
+    if machine.get("matmul_peak_gflops") is not None and not peaks:  # a run started before nodes were recorded
+        peaks = dict.fromkeys(executor.nodes(), machine["matmul_peak_gflops"])
+    missing = [n for n in executor.nodes() if n not in peaks]
+    if missing:
+        peaks |= measure_machine_peaks(executor, config)
+        first = next((p for p in peaks.values() if p is not None), None)
+        run_dir.update_manifest(
+            machine={"matmul_peak_gflops": machine.get("matmul_peak_gflops", first), "node_peaks_gflops": peaks,
+                     "matmul": "2048x2048 mm, best of autorange"}
+        )  # fmt: skip
+    run_sweep(config, run_dir, executor, machine_peak_gflops=peaks, on_event=on_event, max_cells=max_cells)
     if not run_dir.stopped_early:  # the sweep finished: measure how far each approximation is
         run_approximation(config, run_dir, executor, on_event=on_event)
     return run_dir.rows(COMPLEXITY_CSV, COMPLEXITY_COLUMNS)

@@ -1,8 +1,8 @@
 """Suites: TOML files naming what `attnbench run` measures. Shipped ones live in ``attnbench/suites/``.
 
-A suite has up to three sections — ``[complexity]``, ``[[accuracy.tasks]]`` (plus ``[accuracy]`` options)
-and ``[report]`` — and every key is checked: an unknown key, a wrong type or an unknown variant, task or
-preset is an error that names the file, the key and the fix.
+A suite has up to four sections — ``[complexity]``, ``[[accuracy.tasks]]`` (plus ``[accuracy]`` options),
+``[report]`` and ``[execution]`` (executor, ray_address, retries) — and every key is checked: an unknown key,
+a wrong type or an unknown variant, task or preset is an error that names the file, the key and the fix.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 from attnbench.core.baseline import ACC_TOLERANCE_POINTS, BASELINE
 from attnbench.core.errors import UserError
 from attnbench.core.registry import attention_class, canonical_spec, coerce, parse_attention_spec, type_name
+from attnbench.execution.choice import DEFAULT_EXECUTOR, DEFAULT_RETRIES, ExecutorChoice
 from attnbench.sweeps.accuracy import DEFAULT_PRESET
 from attnbench.sweeps.complexity_config import default_of
 from attnbench.sweeps.decode_config import decode_default_of
@@ -83,6 +84,15 @@ class ReportSection:
 
 
 @dataclass(kw_only=True)
+class ExecutionSection:
+    """Where the suite's cells run; the command line's --executor/--ray-address/--retries win over these."""
+
+    executor: str = DEFAULT_EXECUTOR
+    ray_address: str | None = None
+    retries: int = DEFAULT_RETRIES
+
+
+@dataclass(kw_only=True)
 class Suite:
     name: str
     description: str = ""
@@ -91,6 +101,7 @@ class Suite:
     decode: DecodeSection | None = None
     report: ReportSection = field(default_factory=ReportSection)
     source: str = ""
+    execution: ExecutionSection = field(default_factory=ExecutionSection)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,7 +140,7 @@ def load_suite(name_or_path: str) -> Suite:
 
 def parse_suite(data: dict[str, Any], *, source: str, default_name: str) -> Suite:
     where = f"suite {source}"
-    known = {"name", "description", "complexity", "accuracy", "decode", "report"}
+    known = {"name", "description", "complexity", "accuracy", "decode", "report", "execution"}
     _reject_unknown(data, known, where, "top level")
     complexity = accuracy = None
     if "complexity" in data:
@@ -164,12 +175,17 @@ def parse_suite(data: dict[str, Any], *, source: str, default_name: str) -> Suit
     report = _section(data.get("report", {}), ReportSection, where, "[report]")
     if not report.acc_tolerance >= 0:  # `not >=` also refuses nan
         raise UserError(f"{where}: [report].acc_tolerance: must be >= 0 accuracy points, got {report.acc_tolerance}")
+    execution = _section(data.get("execution", {}), ExecutionSection, where, "[execution]")
+    try:
+        ExecutorChoice(**asdict(execution))
+    except UserError as err:
+        raise UserError(f"{where}: [execution]: {err}") from None
     name = data.get("name", default_name)
     if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
         raise UserError(f"{where}: name {name!r} must be letters, digits, '-' or '_' (it names the run directory)")
     return Suite(
         name=name, description=str(data.get("description", "")), complexity=complexity, accuracy=accuracy,
-        decode=decode, report=report, source=source,
+        decode=decode, report=report, source=source, execution=execution,
     )  # fmt: skip
 
 

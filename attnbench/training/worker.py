@@ -6,7 +6,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -24,6 +24,7 @@ class TrainingJob:
     cell: AccuracyCell
     threads: int
     plugins: tuple[str, ...] = ()
+    shares_node: ClassVar[bool] = True  # training is not a timing reading: cells may share a node's cores
 
 
 def train_cell(job: TrainingJob, report: Callable[[dict[str, Any]], None] | None = None) -> AccuracyCellResult:

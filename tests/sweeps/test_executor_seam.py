@@ -27,9 +27,14 @@ class ScriptedExecutor:
         self.submitted: list[tuple[Callable[..., Any], Any]] = []
         self._queue: deque[tuple[Callable[..., Any], Any, Any]] = deque()
 
-    def submit(self, fn: Callable[..., Any], cell: Any, *, timeout_s: float | None, tag: Any = None) -> None:
+    def submit(
+        self, fn: Callable[..., Any], cell: Any, *, timeout_s: float | None, tag: Any = None, node: str | None = None
+    ) -> None:
         self.submitted.append((fn, cell))
         self._queue.append((fn, cell, tag))
+
+    def nodes(self) -> list[str]:
+        return ["scripted"]
 
     def outcomes(self) -> Iterator[Event]:
         while self._queue:
