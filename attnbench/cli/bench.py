@@ -139,7 +139,13 @@ def accuracy_command(
     ] = None,
     seed: Annotated[list[int] | None, typer.Option("--seed", help="Seed (repeatable); default: the preset's.")] = None,
     preset: Annotated[str | None, typer.Option(help="Per-task settings: quick (default), standard, lra.")] = None,
-    seq_len: Annotated[int | None, typer.Option(min=8, help="Override the preset's sequence length.")] = None,
+    seq_len: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--seq-len",
+            help="Train at this length (repeatable; a..b doubles from a to b, e.g. 32..128); default: the preset's.",
+        ),
+    ] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Override the preset's training steps.")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1)] = None,
     lr: Annotated[float | None, typer.Option(min=0.0)] = None,
@@ -163,6 +169,7 @@ def accuracy_command(
     from attnbench.runs.session import new_run, open_for_resume
     from attnbench.sweeps import accuracy
     from attnbench.sweeps.accuracy import AccuracyConfig, TaskPlan, tasks_with_data_dir
+    from attnbench.sweeps.options import parse_lengths
     from attnbench.tasks import available_tasks
 
     device = checked_device(device)
@@ -175,14 +182,17 @@ def accuracy_command(
         config = AccuracyConfig.from_dict(manifest["accuracy"])
     else:
         overrides = {
-            "seq_len": seq_len, "steps": steps, "batch_size": batch_size, "lr": lr, "d_model": d_model,
+            "steps": steps, "batch_size": batch_size, "lr": lr, "d_model": d_model,
             "num_layers": layers, "num_heads": heads, "time_budget_s": time_budget,
         }  # fmt: skip
         overrides = {k: v for k, v in overrides.items() if v is not None}
         tasks = task or available_tasks()
         if data_dir is not None:
             tasks = tasks_with_data_dir(tasks, data_dir, named=task is not None)
-        plan_options: dict[str, Any] = {"overrides": overrides, "seeds": seed}
+        lengths = parse_lengths(seq_len) if seq_len else None
+        if lengths is not None and len(lengths) == 1:  # one length overrides the preset's, as it always did
+            overrides["seq_len"], lengths = lengths[0], None
+        plan_options: dict[str, Any] = {"overrides": overrides, "seeds": seed, "seq_lens": lengths}
         if preset is not None:
             plan_options["preset"] = preset
         plans = [TaskPlan(task=t, variants=variant or [BASELINE], **plan_options) for t in tasks]

@@ -27,8 +27,8 @@ APPROXIMATION_COLUMNS: tuple[str, ...] = (
     "spec", "variant", "family", "causal", "seq_len", "batch", "heads", "head_dim", "dtype", "rel_error", "status",
     "message",
 )  # fmt: skip
-CURVES_COLUMNS: tuple[str, ...] = ("task", "spec", "seed", "step", "train_loss", "val_acc", "elapsed_s")
-BY_DISTANCE_COLUMNS: tuple[str, ...] = ("task", "spec", "seed", "distance_bucket", "n", "acc")
+CURVES_COLUMNS: tuple[str, ...] = ("task", "spec", "seed", "step", "train_loss", "val_acc", "elapsed_s", "seq_len")
+BY_DISTANCE_COLUMNS: tuple[str, ...] = ("task", "spec", "seed", "distance_bucket", "n", "acc", "seq_len")
 
 STATUSES = ("ok", "oom", "timeout", "skipped", "error", "diverged")
 FAILED: tuple[str, ...] = ("oom", "timeout", "error")  # a variant that failed at n is skipped at larger n

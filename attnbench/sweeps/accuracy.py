@@ -28,6 +28,7 @@ from attnbench.runs.schema import (
 )
 from attnbench.sweeps.events import CellFinished, CellProgress, CellStarted, OnEvent, PhaseStarted, ignore
 from attnbench.tasks import available_tasks, canonical_task_spec, create_task, task_class, task_spec_with
+from attnbench.tasks.lengths import check_task_lengths
 from attnbench.training.presets import get_preset
 from attnbench.training.settings import AccuracyCell, AccuracyCellResult
 from attnbench.training.worker import TrainingJob, train_cell
@@ -47,8 +48,16 @@ class TaskPlan:
     preset: str = DEFAULT_PRESET
     seeds: list[int] | None = None  # None: seeds 0..k-1 where k is the preset's seed count
     overrides: dict[str, Any] = field(default_factory=dict)
+    seq_lens: list[int] | None = None  # several lengths: one cell per n; None: the one length of spec/overrides/preset
 
     def __post_init__(self) -> None:  # normalised once: the frozen plan is what the manifest records
+        if self.seq_lens is not None:
+            lengths = sorted({int(n) for n in self.seq_lens})
+            if not lengths:
+                raise UserError(f"task {self.task!r}: seq_lens is empty; give at least one length")
+            if "seq_len" in self.overrides or "seq_len" in split_spec(self.task)[1]:
+                raise UserError(f"task {self.task!r}: give its lengths once, as seq_lens or as seq_len, not both")
+            object.__setattr__(self, "seq_lens", lengths)
         if not self.variants:
             raise UserError(f"task {self.task!r}: no variants to train (pass --variant SPEC)")
         object.__setattr__(self, "variants", [canonical_spec(v) for v in self.variants])
@@ -75,16 +84,29 @@ class TaskPlan:
     def check(self) -> None:
         """Fail before any cell runs on what would fail them all: bad settings, a bad length, missing data files."""
         cell = self.cell(self.variants[0], seed=0, device="cpu")
+        if self.seq_lens is not None:  # every length, with the task's own one-line error for the first it refuses
+            check_task_lengths(task_spec_with(cell.task, seq_len=None), self.seq_lens)
         create_task(cell.task_spec).check_data()
 
-    def cell(self, variant: str, *, seed: int, device: str) -> AccuracyCell:
+    def lengths(self) -> list[int | None]:
+        """The lengths this plan trains at; ``[None]``: the one length its spec, overrides or preset give."""
+        return list(self.seq_lens) if self.seq_lens is not None else [None]
+
+    def cell(self, variant: str, *, seed: int, device: str, seq_len: int | None = None) -> AccuracyCell:
         preset = get_preset(self.task, self.preset)
         _, options = split_spec(self.task)  # the user's task options go on top of the preset's own
         task = task_spec_with(preset.task, **options)
-        return preset.cell(variant, seed=seed, device=device, **self.overrides).with_overrides(task=task)
+        overrides = self.overrides if seq_len is None else {**self.overrides, "seq_len": seq_len}
+        return preset.cell(variant, seed=seed, device=device, **overrides).with_overrides(task=task)
 
     def cells(self, device: str) -> list[AccuracyCell]:
-        return [self.cell(variant, seed=seed, device=device) for seed in self.seeds or [] for variant in self.variants]
+        """Shortest length first (a sweep stopped early has the cheap lengths), then seeds, then variants."""
+        return [
+            self.cell(variant, seed=seed, device=device, seq_len=n)
+            for n in self.lengths()
+            for seed in self.seeds or []
+            for variant in self.variants
+        ]
 
 
 @dataclass(frozen=True)
@@ -164,7 +186,8 @@ def tasks_with_data_dir(tasks: list[str], data_dir: Path, *, named: bool) -> lis
 
 
 def label(cell: AccuracyCell) -> str:
-    return f"{cell.task.partition(':')[0]} {canonical_spec(cell.variant)} seed={cell.seed}"
+    length = f" n={cell.seq_len}" if cell.seq_len is not None else ""
+    return f"{cell.task.partition(':')[0]}{length} {canonical_spec(cell.variant)} seed={cell.seed}"
 
 
 def run_accuracy_sweep(
@@ -176,7 +199,7 @@ def run_accuracy_sweep(
     max_cells: int | None = None,
 ) -> int:
     for side in (CURVES_CSV, BY_DISTANCE_CSV):  # left by a cell killed before its main row
-        run_dir.drop_orphan_rows(side, main=ACCURACY_CSV, key=("task", "spec", "seed"))
+        run_dir.drop_orphan_rows(side, main=ACCURACY_CSV, key=("task", "seq_len", "spec", "seed"))
     rows = run_dir.appender(ACCURACY_CSV, ACCURACY_COLUMNS)
     curves = run_dir.appender(CURVES_CSV, CURVES_COLUMNS)
     by_distance = run_dir.appender(BY_DISTANCE_CSV, BY_DISTANCE_COLUMNS)

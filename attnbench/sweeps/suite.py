@@ -13,6 +13,12 @@ from attnbench.sweeps.complexity import ComplexityConfig, complexity_job
 from attnbench.sweeps.events import OnEvent, ignore
 from attnbench.sweeps.options import parse_bytes
 from attnbench.sweeps.suite_file import Suite
+from attnbench.tasks.mad import MAD_LR_GRID, MAD_WEIGHT_DECAY_GRID
+
+
+def mad_grid() -> list[dict[str, float]]:
+    """MAD's learning-rate × weight-decay grid as training overrides, one per point."""
+    return [{"lr": lr, "weight_decay": wd} for lr in MAD_LR_GRID for wd in MAD_WEIGHT_DECAY_GRID]
 
 
 def complexity_config(suite: Suite, *, device: str, threads: int, plugins: list[str]) -> ComplexityConfig | None:
@@ -29,13 +35,17 @@ def accuracy_config(suite: Suite, *, device: str, threads: int | None, plugins: 
     if suite.accuracy is None:
         return None
     plans = []
+    grid = mad_grid() if suite.accuracy.mad_grid else [{}]
     for entry in suite.accuracy.tasks:
         seeds = list(range(entry.seeds)) if isinstance(entry.seeds, int) else entry.seeds
-        plans.append(
-            TaskPlan(
-                task=entry.task, variants=entry.variants, preset=entry.preset, seeds=seeds, overrides=entry.overrides
-            )
-        )
+        seq_lens = entry.seq_lens if isinstance(entry.seq_lens, list) or entry.seq_lens is None else None
+        for point in grid:  # one plan per grid point; the report keeps each cell's best (MAD's protocol)
+            plans.append(
+                TaskPlan(
+                    task=entry.task, variants=entry.variants, preset=entry.preset, seeds=seeds,
+                    overrides={**entry.overrides, **point}, seq_lens=seq_lens,
+                )
+            )  # fmt: skip
     threads = threads or suite.accuracy.threads or DEFAULT_THREADS
     return AccuracyConfig(tasks=plans, device=device, threads=threads, plugins=plugins)
 

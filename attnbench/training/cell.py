@@ -131,7 +131,7 @@ def run_accuracy_cell(cell: AccuracyCell, on_step: Callable[[StepInfo], None] | 
             status=outcome.status,
             message=outcome.message,
         )
-        identity = {"task": row["task"], "spec": row["spec"], "seed": cell.seed}
+        identity = {"task": row["task"], "spec": row["spec"], "seed": cell.seed, "seq_len": row["seq_len"]}
         result.curve = [
             {**identity, "step": p.step, "train_loss": p.train_loss, "val_acc": p.val_acc, "elapsed_s": p.elapsed_s}
             for p in outcome.curve
