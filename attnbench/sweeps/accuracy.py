@@ -49,6 +49,8 @@ class TaskPlan:
     seeds: list[int] | None = None  # None: seeds 0..k-1 where k is the preset's seed count
     overrides: dict[str, Any] = field(default_factory=dict)
     seq_lens: list[int] | None = None  # several lengths: one cell per n; None: the one length of spec/overrides/preset
+    # options the spec set to the task's default, which the canonical spec drops, where the preset sets another
+    pinned: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:  # normalised once: the frozen plan is what the manifest records
         if self.seq_lens is not None:
@@ -65,6 +67,10 @@ class TaskPlan:
         object.__setattr__(self, "task", canonical_task_spec(given))  # an unknown task or option fails here, naming it
         # A seq_len in the task spec becomes the cell's (else the preset's would win); read from the spec as
         # given, since the canonical one drops a length equal to the task's default.
+        preset_options = split_spec(get_preset(self.task, self.preset).task)[1]
+        dropped = {k: v for k, v in split_spec(given)[1].items() if k not in split_spec(self.task)[1]}
+        pinned = {k: v for k, v in dropped.items() if k in preset_options and k != "seq_len"}
+        object.__setattr__(self, "pinned", {**self.pinned, **pinned})
         seq_len = split_spec(given)[1].get("seq_len")
         if seq_len is not None:
             if self.overrides.get("seq_len", seq_len) != seq_len:
@@ -95,7 +101,7 @@ class TaskPlan:
     def cell(self, variant: str, *, seed: int, device: str, seq_len: int | None = None) -> AccuracyCell:
         preset = get_preset(self.task, self.preset)
         _, options = split_spec(self.task)  # the user's task options go on top of the preset's own
-        task = task_spec_with(preset.task, **options)
+        task = task_spec_with(preset.task, **options, **self.pinned)
         overrides = self.overrides if seq_len is None else {**self.overrides, "seq_len": seq_len}
         return preset.cell(variant, seed=seed, device=device, **overrides).with_overrides(task=task)
 

@@ -274,7 +274,7 @@ def _check_task(task: TaskEntry, where: str, label: str) -> None:
             except (TypeError, ValueError) as err:
                 raise UserError(f"{where}: {label}.overrides.{key}: {err}") from None
     try:
-        task.task = canonical_task_spec(task.task)
+        canonical_task_spec(task.task)  # checked only: an option set to its default must reach TaskPlan as written
         preset = get_preset(task.task.partition(":")[0], task.preset)
         cell = preset.cell(BASELINE, seed=0).with_overrides(**task.overrides)
         if task.seq_lens is not None:  # the task's own one-line error for a length it cannot take
