@@ -46,11 +46,24 @@ def test_quick_covers_every_family_and_the_required_tasks() -> None:
     ]
     assert families >= {attention_class(n).family for n in runnable}
     assert max(suite.complexity.seq_lens) == 4096
-    tasks = {t.task.partition(":")[0]: t.variants for t in suite.accuracy.tasks}
+    tasks: dict[str, list[str]] = {}
+    for t in suite.accuracy.tasks:  # a task may have several entries (one along n, one at a single length)
+        tasks.setdefault(t.task.partition(":")[0], []).extend(t.variants)
     assert {"softmax", "linear"} <= set(tasks["mqar"])
     assert any(v.startswith("performer") for v in tasks["mqar"])
     assert any(v.startswith("window") for v in tasks["mqar"])
     assert len(tasks["listops"]) >= 2
+    # MQAR along n: three or more lengths spanning at least 4x, pairs fixed, a window among the variants
+    (along_n,) = [t for t in suite.accuracy.tasks if t.seq_lens is not None and len(t.seq_lens) >= 3]
+    assert along_n.task.startswith("mqar") and along_n.seq_lens[-1] >= 4 * along_n.seq_lens[0]
+    assert any(v.startswith("window") for v in along_n.variants) and "softmax" in along_n.variants
+    config = accuracy_config(suite, device="cpu", threads=None, plugins=[])
+    assert config is not None
+    pairs = {c.task_spec.split("pairs=")[1].split(",")[0] for c in config.cells() if c.task.startswith("mqar")}
+    assert pairs == {"4"}
+    # every trained spec is timed too, so the recommendation can judge it
+    trained = {v for t in suite.accuracy.tasks for v in t.variants}
+    assert trained <= set(suite.complexity.variants)
 
 
 def test_a_user_suite_file_loads(tmp_path: Path) -> None:
