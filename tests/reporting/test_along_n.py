@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -124,3 +126,29 @@ def test_the_mad_section_needs_all_six_tasks_and_carries_its_caveat() -> None:
     assert MAD_CAVEAT in text and "published MAD scores" in text and "| softmax | 77.1%" in text
     without = mad_frame()
     assert mad_section(without[without["task"] != "memorization"], table=markdown_table) == ""
+
+
+def test_the_report_shows_accuracy_vs_n_and_the_recommendation_per_task(tmp_path: Path) -> None:
+    from attnbench.reporting.report import write_report
+    from tests.reporting.test_report import section, synthetic_manifest, write_run
+
+    run = write_run(tmp_path / "run", manifest=synthetic_manifest(), complexity=complexity_frame(),
+                    accuracy=accuracy_frame())  # fmt: skip
+    report = write_report(run).read_text()
+    assert (run / "plots" / "accuracy_vs_n.png").exists() and "accuracy_vs_n" in report
+    per_task = section(report, "Recommendation per task and n")
+    assert "| mqar | 64 | **window** | **window** | training step |" in per_task
+    assert "accuracy not measured beyond n = 512" in per_task and "did not learn" in per_task
+    assert "MAD-style score" not in report  # not every MAD task ran
+
+
+def test_distance_rows_get_a_panel_per_task_and_length() -> None:
+    from attnbench.reporting.plots import distance_figure
+
+    rows = [{"task": "mqar", "spec": "softmax", "seed": 0, "distance_bucket": bucket, "n": 10, "acc": acc,
+             "seq_len": n} for n in (128, 32) for bucket, acc in (("0-15", 0.9), ("16-31", 0.5))]  # fmt: skip
+    fig = distance_figure(pd.DataFrame(rows), {})
+    assert [ax.get_title() for ax in fig.axes][:2] == [
+        "mqar (n=32): accuracy by key–query distance (seeds pooled)",
+        "mqar (n=128): accuracy by key–query distance (seeds pooled)",
+    ]
