@@ -101,7 +101,7 @@ def test_run_builds_both_configs_from_the_suite(tmp_path: Path, received: dict[s
     assert complexity_config.seq_lens == [256, 512, 1024, 2048, 4096] and complexity_config.threads == 2
     assert complexity_config.time_budget_s == 60 and accuracy_config.threads == 2
     assert [plan.task for plan in accuracy_config.tasks] == ["mqar", "mqar", "listops"]
-    assert accuracy_config.tasks[0].seq_lens == [32, 64, 128]
+    assert accuracy_config.tasks[0].seq_lens == [16, 32, 64]
 
 
 def test_accuracy_seq_len_is_repeatable_and_takes_ranges(tmp_path: Path, received: dict[str, Any]) -> None:
