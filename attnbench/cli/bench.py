@@ -138,7 +138,10 @@ def accuracy_command(
         list[str] | None, typer.Option("--variant", help="Attention spec for the self-attention slots (repeatable).")
     ] = None,
     seed: Annotated[list[int] | None, typer.Option("--seed", help="Seed (repeatable); default: the preset's.")] = None,
-    preset: Annotated[str | None, typer.Option(help="Per-task settings: quick (default), standard, lra.")] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(help="Per-task settings: quick (default), standard, lra, mad, mad-quick (see list --tasks)."),
+    ] = None,
     seq_len: Annotated[
         list[str] | None,
         typer.Option(
@@ -160,6 +163,9 @@ def accuracy_command(
     threads: Annotated[
         int | None, typer.Option(min=1, help="Torch threads per cell; default 1 (small models train fastest so).")
     ] = None,
+    mad_grid: Annotated[
+        bool, typer.Option("--mad-grid", help="Train each cell over MAD's lr × weight-decay grid (6×); best counts.")
+    ] = False,
     out: Out = None,
     resume: Resume = None,
     max_cells: MaxCells = None,
@@ -176,7 +182,7 @@ def accuracy_command(
     if resume is not None:
         given_any = [task, variant, seed, preset, seq_len, steps, batch_size, lr, d_model, layers, heads, time_budget,
                      data_dir, out]  # fmt: skip
-        if any(v is not None for v in given_any):
+        if any(v is not None for v in given_any) or mad_grid:
             fail("--resume finishes a run as it was configured: pass only --resume DIR (and --device/--threads)")
         run_dir, manifest = open_for_resume(resume, "accuracy", {"device": device, "threads": threads})
         config = AccuracyConfig.from_dict(manifest["accuracy"])
@@ -195,7 +201,14 @@ def accuracy_command(
         plan_options: dict[str, Any] = {"overrides": overrides, "seeds": seed, "seq_lens": lengths}
         if preset is not None:
             plan_options["preset"] = preset
-        plans = [TaskPlan(task=t, variants=variant or [BASELINE], **plan_options) for t in tasks]
+        grid = accuracy.mad_grid() if mad_grid else [{}]
+        if mad_grid and ("lr" in overrides or "weight_decay" in overrides):
+            fail("--mad-grid sets the learning rate itself: drop --lr (or drop --mad-grid)")
+        plans = [
+            TaskPlan(task=t, variants=variant or [BASELINE], **{**plan_options, "overrides": {**overrides, **point}})
+            for t in tasks
+            for point in grid
+        ]
         settings: dict[str, Any] = {"device": device, "threads": threads}
         config = AccuracyConfig(
             tasks=plans, plugins=loaded_plugins(), **{k: v for k, v in settings.items() if v is not None}

@@ -29,6 +29,7 @@ from attnbench.runs.schema import (
 from attnbench.sweeps.events import CellFinished, CellProgress, CellStarted, OnEvent, PhaseStarted, ignore
 from attnbench.tasks import available_tasks, canonical_task_spec, create_task, task_class, task_spec_with
 from attnbench.tasks.lengths import check_task_lengths
+from attnbench.tasks.mad import MAD_LR_GRID, MAD_WEIGHT_DECAY_GRID
 from attnbench.training.presets import get_preset
 from attnbench.training.settings import AccuracyCell, AccuracyCellResult
 from attnbench.training.worker import TrainingJob, train_cell
@@ -134,6 +135,11 @@ class AccuracyConfig:
 
     def cells(self) -> list[AccuracyCell]:
         return [cell for plan in self.tasks for cell in plan.cells(self.device)]
+
+
+def mad_grid() -> list[dict[str, float]]:
+    """MAD's learning-rate × weight-decay grid as training overrides, one per point (a plan per point)."""
+    return [{"lr": lr, "weight_decay": wd} for lr in MAD_LR_GRID for wd in MAD_WEIGHT_DECAY_GRID]
 
 
 CellKey = tuple[str, int, str, int]

@@ -8,17 +8,11 @@ from typing import Any
 from attnbench.execution.protocol import Executor
 from attnbench.runs.environment import device_memory_bytes
 from attnbench.runs.rundir import RunDir
-from attnbench.sweeps.accuracy import DEFAULT_THREADS, AccuracyConfig, TaskPlan, accuracy_job
+from attnbench.sweeps.accuracy import DEFAULT_THREADS, AccuracyConfig, TaskPlan, accuracy_job, mad_grid
 from attnbench.sweeps.complexity import ComplexityConfig, complexity_job
 from attnbench.sweeps.events import OnEvent, ignore
 from attnbench.sweeps.options import parse_bytes
 from attnbench.sweeps.suite_file import Suite
-from attnbench.tasks.mad import MAD_LR_GRID, MAD_WEIGHT_DECAY_GRID
-
-
-def mad_grid() -> list[dict[str, float]]:
-    """MAD's learning-rate × weight-decay grid as training overrides, one per point."""
-    return [{"lr": lr, "weight_decay": wd} for lr in MAD_LR_GRID for wd in MAD_WEIGHT_DECAY_GRID]
 
 
 def complexity_config(suite: Suite, *, device: str, threads: int, plugins: list[str]) -> ComplexityConfig | None:

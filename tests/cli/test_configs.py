@@ -126,3 +126,16 @@ def test_accuracy_refuses_a_length_its_task_cannot_take_before_training(
                                  "--out", str(tmp_path / "run")])  # fmt: skip
     assert result.exit_code == 2 and "accuracy" not in received
     assert "cannot run at n = 16" in result.output and "seq_len must be at least 32" in result.output
+
+
+def test_accuracy_mad_grid_trains_each_task_over_mads_lr_and_weight_decay(
+    tmp_path: Path, received: dict[str, Any]
+) -> None:
+    from attnbench.tasks.mad import MAD_LR_GRID, MAD_WEIGHT_DECAY_GRID
+
+    _ok(["bench", "accuracy", "--task", "memorization", "--preset", "mad-quick", "--mad-grid",
+         "--out", str(tmp_path / "run")])  # fmt: skip
+    cells = received["accuracy"].cells()
+    assert sorted((c.lr, c.weight_decay) for c in cells) == sorted(
+        (lr, wd) for lr in MAD_LR_GRID for wd in MAD_WEIGHT_DECAY_GRID
+    )
