@@ -66,9 +66,11 @@ def task_recommendation_section(
         overall = recommendations(timed, accuracy, tolerance_points=tolerance, baseline=BASELINE)
     rows = []
     for r in recs.itertuples(index=False):
-        fastest = "-" if _missing(r.fastest) else f"**{r.fastest}**"
-        leanest = "-" if _missing(r.leanest) else f"**{r.leanest}**"
-        rows.append([r.task, int(r.seq_len), fastest, leanest, r.cost_from or "-", r.note or ""])
+        # a pick judged at a longer trained length names it in the cell itself
+        judged = f" ({r.note})" if str(r.note).startswith("accuracy judged at") else ""
+        fastest = "-" if _missing(r.fastest) else f"**{r.fastest}**{judged}"
+        leanest = "-" if _missing(r.leanest) else f"**{r.leanest}**{judged}"
+        rows.append([r.task, int(r.seq_len), fastest, leanest, r.cost_from or "-", "" if judged else r.note or ""])
     for r in overall.itertuples(index=False) if not overall.empty else []:
         fastest = "**none fits**" if _missing(r.fastest) else f"**{r.fastest}**"
         leanest = "-" if _missing(r.leanest) else f"**{r.leanest}**"

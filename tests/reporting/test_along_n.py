@@ -139,6 +139,7 @@ def test_the_report_shows_accuracy_vs_n_and_the_recommendation_per_task(tmp_path
     per_task = section(report, "Recommendation per task and n")
     assert "| mqar | 64 | **window** | **window** | training step |" in per_task
     assert "accuracy not measured beyond n = 512" in per_task and "did not learn" in per_task
+    assert "| mqar | 256 | **softmax** (accuracy judged at n = 512) |" in per_task
     assert "MAD-style score" not in report  # not every MAD task ran
 
 
