@@ -161,8 +161,17 @@ def accuracy_command(
         list[str] | None,
         typer.Option("--baseline", help="A model baseline trained beside the variants (repeatable): lstm."),
     ] = None,
-    preset: Annotated[str | None, typer.Option(help="Per-task settings: quick (default), standard, lra.")] = None,
-    seq_len: Annotated[int | None, typer.Option(min=8, help="Override the preset's sequence length.")] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(help="Per-task settings: quick (default), standard, lra, mad, mad-quick (see list --tasks)."),
+    ] = None,
+    seq_len: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--seq-len",
+            help="Train at this length (repeatable; a..b doubles from a to b, e.g. 32..128); default: the preset's.",
+        ),
+    ] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Override the preset's training steps.")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1)] = None,
     lr: Annotated[float | None, typer.Option(min=0.0)] = None,
@@ -177,6 +186,9 @@ def accuracy_command(
     threads: Annotated[
         int | None, typer.Option(min=1, help="Torch threads per cell; default 1 (small models train fastest so).")
     ] = None,
+    mad_grid: Annotated[
+        bool, typer.Option("--mad-grid", help="Train each cell over MAD's lr × weight-decay grid (6×); best counts.")
+    ] = False,
     out: Out = None,
     resume: Resume = None,
     max_cells: MaxCells = None,
@@ -189,6 +201,7 @@ def accuracy_command(
     from attnbench.runs.session import new_run, open_for_resume
     from attnbench.sweeps import accuracy
     from attnbench.sweeps.accuracy import AccuracyConfig, TaskPlan, tasks_with_data_dir
+    from attnbench.sweeps.options import parse_lengths
     from attnbench.tasks import available_tasks
 
     device = checked_device(device)
@@ -196,23 +209,35 @@ def accuracy_command(
     if resume is not None:
         given_any = [task, variant, seed, baseline, preset, seq_len, steps, batch_size, lr, d_model, layers, heads,
                      time_budget, data_dir, out]  # fmt: skip
-        if any(v is not None for v in given_any):
+        if any(v is not None for v in given_any) or mad_grid:
             fail("--resume finishes a run as it was configured: pass only --resume DIR (and --device/--threads)")
         run_dir, manifest = open_for_resume(resume, "accuracy", {"device": device, "threads": threads})
         config = AccuracyConfig.from_dict(manifest["accuracy"])
     else:
         overrides = {
-            "seq_len": seq_len, "steps": steps, "batch_size": batch_size, "lr": lr, "d_model": d_model,
+            "steps": steps, "batch_size": batch_size, "lr": lr, "d_model": d_model,
             "num_layers": layers, "num_heads": heads, "time_budget_s": time_budget,
         }  # fmt: skip
         overrides = {k: v for k, v in overrides.items() if v is not None}
         tasks = task or available_tasks()
         if data_dir is not None:
             tasks = tasks_with_data_dir(tasks, data_dir, named=task is not None)
-        plan_options: dict[str, Any] = {"overrides": overrides, "seeds": seed, "baselines": baseline or []}
+        lengths = parse_lengths(seq_len) if seq_len else None
+        if lengths is not None and len(lengths) == 1:  # one length overrides the preset's, as it always did
+            overrides["seq_len"], lengths = lengths[0], None
+        plan_options: dict[str, Any] = {
+            "overrides": overrides, "seeds": seed, "seq_lens": lengths, "baselines": baseline or [],
+        }  # fmt: skip
         if preset is not None:
             plan_options["preset"] = preset
-        plans = [TaskPlan(task=t, variants=variant or [BASELINE], **plan_options) for t in tasks]
+        grid = accuracy.mad_grid() if mad_grid else [{}]
+        if mad_grid and ("lr" in overrides or "weight_decay" in overrides):
+            fail("--mad-grid sets the learning rate itself: drop --lr (or drop --mad-grid)")
+        plans = [
+            TaskPlan(task=t, variants=variant or [BASELINE], **{**plan_options, "overrides": {**overrides, **point}})
+            for t in tasks
+            for point in grid
+        ]
         settings: dict[str, Any] = {"device": device, "threads": threads}
         config = AccuracyConfig(
             tasks=plans, plugins=loaded_plugins(), **{k: v for k, v in settings.items() if v is not None}

@@ -22,8 +22,16 @@ from attnbench.core.registry import attention_catalogue
 def list_command(
     family: Annotated[str | None, typer.Option(help="Only this family (full, sparse, linear, ...).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    tasks: Annotated[
+        bool, typer.Option("--tasks", help="List the registered tasks instead: options, presets, scaling with n.")
+    ] = False,
 ) -> None:
-    """List the registered attention variants and their options."""
+    """List the registered attention variants and their options (or, with --tasks, the tasks)."""
+    if tasks:
+        if family is not None:
+            fail("--family filters attention variants, not tasks", hint="drop --family, or drop --tasks")
+        _list_tasks(as_json)
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # plugin failures are reported below, once
         records = attention_catalogue(family)
@@ -44,6 +52,23 @@ def list_command(
         table.add_row(*map(escape, cells))  # "list[int]" is not rich markup
     console.print(table)
     show_plugin_failures()
+
+
+def _list_tasks(as_json: bool) -> None:
+    from attnbench.training.catalogue import task_catalogue
+
+    records = task_catalogue()
+    if as_json:
+        typer.echo(json.dumps(records, indent=2))
+        return
+    table = Table(title="tasks", title_justify="left")
+    for column in ("name", "model", "options (type = default)", "presets", "how it scales with n"):
+        table.add_column(column, overflow="fold")
+    for r in records:
+        options = ", ".join(f"{o['name']}: {o['type']} = {o['default']}" for o in r["options"]) or "-"
+        cells = (r["name"], r["model_kind"], options, ", ".join(r["presets"]), r["length_scaling"])
+        table.add_row(*map(escape, cells))
+    console.print(table)
 
 
 def _yes(flag: bool) -> str:

@@ -358,7 +358,16 @@ def distance_figure(by_distance: pd.DataFrame, colors: Palette) -> Figure:
         bucket=by_distance["distance_bucket"].astype(str),
         hits=by_distance["acc"].astype(float) * by_distance["n"].astype(float),
     )
-    tasks = sorted(frame["task"].unique(), key=lambda t: (not str(t).startswith("mqar"), str(t)))
+    # one panel per task and training length; -1: a row without its length (older runs)
+    length = pd.to_numeric(frame["seq_len"], errors="coerce").fillna(-1) if "seq_len" in frame.columns else -1
+    frame = frame.assign(length=length)
+    order = frame[["task", "length"]].drop_duplicates()
+    order = sorted(order.itertuples(index=False),
+                   key=lambda r: (not str(r.task).startswith("mqar"), str(r.task), r.length))  # fmt: skip
+    labels = {(r.task, r.length): _task_label(r.task, r.length if r.length >= 0 else math.nan).replace("\n", " ")
+              for r in order}  # fmt: skip
+    frame = frame.assign(task=[labels[k] for k in zip(frame["task"], frame["length"], strict=True)])
+    tasks = list(dict.fromkeys(labels[(r.task, r.length)] for r in order))
     fig, axes = _stacked(len(tasks))
     for ax, task in zip(axes, tasks, strict=True):
         part = frame[frame["task"] == task]

@@ -19,6 +19,8 @@ from matplotlib.figure import Figure
 from attnbench.core.baseline import ACC_TOLERANCE_POINTS, BASELINE, LSTM_BASELINE, RECURRENT_BASELINE_FAMILY
 from attnbench.core.errors import UserError
 from attnbench.reporting import decode_plots, plots
+from attnbench.reporting.along_n import accuracy_vs_n_figure, tasks_along_n
+from attnbench.reporting.along_n_section import mad_section, task_recommendation_section
 from attnbench.reporting.analysis import (
     accuracy_spread,
     accuracy_verdicts,
@@ -113,6 +115,9 @@ def draw_plots(data: RunData, colors: plots.Palette) -> list[tuple[Plot, Callabl
         if (accuracy_spread(data.accuracy)["seeds_ok"] > 0).any():
             todo.append((Plot("pareto", "Accuracy vs cost (Pareto)", "accuracy"),
                          lambda: plots.pareto_figure(data.accuracy, colors)))  # fmt: skip
+    if tasks_along_n(data.accuracy):
+        todo.append((Plot("accuracy_vs_n", "Test accuracy vs training length n", "accuracy"),
+                     lambda: accuracy_vs_n_figure(data.accuracy, colors)))  # fmt: skip
     if not data.by_distance.empty:
         todo.append((Plot("accuracy_by_distance", "Accuracy by key–query distance", "accuracy"),
                      lambda: plots.distance_figure(data.by_distance, colors)))  # fmt: skip
@@ -475,7 +480,10 @@ def expected_accuracy_cells(manifest: dict[str, Any]) -> int | None:
     if not tasks:
         return None
     return sum(
-        (len(t.get("variants") or []) + len(t.get("baselines") or [])) * len(t.get("seeds") or []) for t in tasks
+        (len(t.get("variants") or []) + len(t.get("baselines") or []))
+        * len(t.get("seeds") or [])
+        * len(t.get("seq_lens") or [None])
+        for t in tasks
     )
 
 
@@ -492,7 +500,7 @@ def partial_notes(data: RunData) -> list[str]:
         elif missing:
             notes.append(f"{missing} complexity cell(s) have no result")
     expected = expected_accuracy_cells(data.manifest)
-    have = len(data.accuracy.drop_duplicates(["task", "spec", "seed"])) if not data.accuracy.empty else 0
+    have = len(data.accuracy.drop_duplicates(["task", "seq_len", "spec", "seed"])) if not data.accuracy.empty else 0
     if expected is not None and have < expected:
         notes.append(f"{expected - have} of {expected} accuracy cell(s) have no result")
     stopped = [s for s in data.manifest.get("sessions") or [] if s.get("status") in ("interrupted", "failed")]
@@ -543,6 +551,8 @@ def write_report(run_dir: Path, *, acc_tolerance: float | None = None) -> Path:
     sections = [
         header_section(data),
         recommendation_section(data, acc_tolerance),
+        task_recommendation_section(data.complexity, data.accuracy, acc_tolerance, table=markdown_table),
+        mad_section(data.accuracy, table=markdown_table),
         environment_section(data.manifest),
         complexity_section(data, plot_links),
         parallelism_section(data, plot_links),

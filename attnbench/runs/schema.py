@@ -29,8 +29,8 @@ APPROXIMATION_COLUMNS: tuple[str, ...] = (
     "spec", "variant", "family", "causal", "seq_len", "batch", "heads", "head_dim", "dtype", "rel_error", "status",
     "message", "node",
 )  # fmt: skip
-CURVES_COLUMNS: tuple[str, ...] = ("task", "spec", "seed", "step", "train_loss", "val_acc", "elapsed_s")
-BY_DISTANCE_COLUMNS: tuple[str, ...] = ("task", "spec", "seed", "distance_bucket", "n", "acc")
+CURVES_COLUMNS: tuple[str, ...] = ("task", "spec", "seed", "step", "train_loss", "val_acc", "elapsed_s", "seq_len")
+BY_DISTANCE_COLUMNS: tuple[str, ...] = ("task", "spec", "seed", "distance_bucket", "n", "acc", "seq_len")
 DECODE_COLUMNS: tuple[str, ...] = (
     "spec", "variant", "family", "device", "dtype", "threads", "batch", "heads", "head_dim", "context", "status",
     "prefill_s", "decode_median_s", "decode_iqr_s", "state_bytes", "peak_mem_bytes", "stable", "message",

@@ -28,6 +28,8 @@ from attnbench.runs.schema import (
 )
 from attnbench.sweeps.events import CellFinished, CellProgress, CellStarted, OnEvent, PhaseStarted, ignore
 from attnbench.tasks import available_tasks, canonical_task_spec, create_task, task_class, task_spec_with
+from attnbench.tasks.lengths import check_task_lengths
+from attnbench.tasks.mad import MAD_LR_GRID, MAD_WEIGHT_DECAY_GRID
 from attnbench.training.baselines import canonical_model_spec, get_baseline, model_name_and_family
 from attnbench.training.presets import get_preset
 from attnbench.training.settings import AccuracyCell, AccuracyCellResult
@@ -49,8 +51,18 @@ class TaskPlan:
     seeds: list[int] | None = None  # None: seeds 0..k-1 where k is the preset's seed count
     overrides: dict[str, Any] = field(default_factory=dict)
     baselines: list[str] = field(default_factory=list)  # model baselines (``lstm``) trained beside the variants
+    seq_lens: list[int] | None = None  # several lengths: one cell per n; None: the one length of spec/overrides/preset
+    # options the spec set to the task's default, which the canonical spec drops, where the preset sets another
+    pinned: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:  # normalised once: the frozen plan is what the manifest records
+        if self.seq_lens is not None:
+            lengths = sorted({int(n) for n in self.seq_lens})
+            if not lengths:
+                raise UserError(f"task {self.task!r}: seq_lens is empty; give at least one length")
+            if "seq_len" in self.overrides or "seq_len" in split_spec(self.task)[1]:
+                raise UserError(f"task {self.task!r}: give its lengths once, as seq_lens or as seq_len, not both")
+            object.__setattr__(self, "seq_lens", lengths)
         if not self.variants:
             raise UserError(f"task {self.task!r}: no variants to train (pass --variant SPEC)")
         object.__setattr__(self, "variants", [canonical_spec(v) for v in self.variants])
@@ -59,6 +71,10 @@ class TaskPlan:
         object.__setattr__(self, "task", canonical_task_spec(given))  # an unknown task or option fails here, naming it
         # A seq_len in the task spec becomes the cell's (else the preset's would win); read from the spec as
         # given, since the canonical one drops a length equal to the task's default.
+        preset_options = split_spec(get_preset(self.task, self.preset).task)[1]
+        dropped = {k: v for k, v in split_spec(given)[1].items() if k not in split_spec(self.task)[1]}
+        pinned = {k: v for k, v in dropped.items() if k in preset_options and k != "seq_len"}
+        object.__setattr__(self, "pinned", {**self.pinned, **pinned})
         seq_len = split_spec(given)[1].get("seq_len")
         if seq_len is not None:
             if self.overrides.get("seq_len", seq_len) != seq_len:
@@ -78,17 +94,30 @@ class TaskPlan:
     def check(self) -> None:
         """Fail before any cell runs on what would fail them all: bad settings, a bad length, missing data files."""
         cell = self.cell(self.variants[0], seed=0, device="cpu")
+        if self.seq_lens is not None:  # every length, with the task's own one-line error for the first it refuses
+            check_task_lengths(task_spec_with(cell.task, seq_len=None), self.seq_lens)
         create_task(cell.task_spec).check_data()
 
-    def cell(self, variant: str, *, seed: int, device: str) -> AccuracyCell:
+    def lengths(self) -> list[int | None]:
+        """The lengths this plan trains at; ``[None]``: the one length its spec, overrides or preset give."""
+        return list(self.seq_lens) if self.seq_lens is not None else [None]
+
+    def cell(self, variant: str, *, seed: int, device: str, seq_len: int | None = None) -> AccuracyCell:
         preset = get_preset(self.task, self.preset)
         _, options = split_spec(self.task)  # the user's task options go on top of the preset's own
-        task = task_spec_with(preset.task, **options)
-        return preset.cell(variant, seed=seed, device=device, **self.overrides).with_overrides(task=task)
+        task = task_spec_with(preset.task, **options, **self.pinned)
+        overrides = self.overrides if seq_len is None else {**self.overrides, "seq_len": seq_len}
+        return preset.cell(variant, seed=seed, device=device, **overrides).with_overrides(task=task)
 
     def cells(self, device: str) -> list[AccuracyCell]:
+        """Shortest length first (a sweep stopped early has the cheap lengths), then seeds, then models."""
         models = [*self.variants, *self.baselines]
-        return [self.cell(model, seed=seed, device=device) for seed in self.seeds or [] for model in models]
+        return [
+            self.cell(model, seed=seed, device=device, seq_len=n)
+            for n in self.lengths()
+            for seed in self.seeds or []
+            for model in models
+        ]
 
 
 @dataclass(frozen=True)
@@ -110,6 +139,11 @@ class AccuracyConfig:
 
     def cells(self) -> list[AccuracyCell]:
         return [cell for plan in self.tasks for cell in plan.cells(self.device)]
+
+
+def mad_grid() -> list[dict[str, float]]:
+    """MAD's learning-rate × weight-decay grid as training overrides, one per point (a plan per point)."""
+    return [{"lr": lr, "weight_decay": wd} for lr in MAD_LR_GRID for wd in MAD_WEIGHT_DECAY_GRID]
 
 
 CellKey = tuple[str, int, str, int]
@@ -168,7 +202,8 @@ def tasks_with_data_dir(tasks: list[str], data_dir: Path, *, named: bool) -> lis
 
 
 def label(cell: AccuracyCell) -> str:
-    return f"{cell.task.partition(':')[0]} {canonical_model_spec(cell.variant)} seed={cell.seed}"
+    length = f" n={cell.seq_len}" if cell.seq_len is not None else ""
+    return f"{cell.task.partition(':')[0]}{length} {canonical_model_spec(cell.variant)} seed={cell.seed}"
 
 
 def run_accuracy_sweep(
@@ -180,7 +215,7 @@ def run_accuracy_sweep(
     max_cells: int | None = None,
 ) -> int:
     for side in (CURVES_CSV, BY_DISTANCE_CSV):  # left by a cell killed before its main row
-        run_dir.drop_orphan_rows(side, main=ACCURACY_CSV, key=("task", "spec", "seed"))
+        run_dir.drop_orphan_rows(side, main=ACCURACY_CSV, key=("task", "seq_len", "spec", "seed"))
     rows = run_dir.appender(ACCURACY_CSV, ACCURACY_COLUMNS)
     curves = run_dir.appender(CURVES_CSV, CURVES_COLUMNS)
     by_distance = run_dir.appender(BY_DISTANCE_CSV, BY_DISTANCE_COLUMNS)

@@ -8,7 +8,7 @@ from typing import Any
 from attnbench.execution.protocol import Executor
 from attnbench.runs.environment import device_memory_bytes
 from attnbench.runs.rundir import RunDir
-from attnbench.sweeps.accuracy import DEFAULT_THREADS, AccuracyConfig, TaskPlan, accuracy_job
+from attnbench.sweeps.accuracy import DEFAULT_THREADS, AccuracyConfig, TaskPlan, accuracy_job, mad_grid
 from attnbench.sweeps.complexity import ComplexityConfig, complexity_job
 from attnbench.sweeps.decode import decode_job
 from attnbench.sweeps.decode_config import DecodeConfig
@@ -31,14 +31,17 @@ def accuracy_config(suite: Suite, *, device: str, threads: int | None, plugins: 
     if suite.accuracy is None:
         return None
     plans = []
+    grid = mad_grid() if suite.accuracy.mad_grid else [{}]
     for entry in suite.accuracy.tasks:
         seeds = list(range(entry.seeds)) if isinstance(entry.seeds, int) else entry.seeds
-        plans.append(
-            TaskPlan(
-                task=entry.task, variants=entry.variants, preset=entry.preset, seeds=seeds, overrides=entry.overrides,
-                baselines=entry.baselines,
-            )
-        )
+        seq_lens = entry.seq_lens if isinstance(entry.seq_lens, list) or entry.seq_lens is None else None
+        for point in grid:  # one plan per grid point; the report keeps each cell's best (MAD's protocol)
+            plans.append(
+                TaskPlan(
+                    task=entry.task, variants=entry.variants, preset=entry.preset, seeds=seeds,
+                    overrides={**entry.overrides, **point}, seq_lens=seq_lens, baselines=entry.baselines,
+                )
+            )  # fmt: skip
     threads = threads or suite.accuracy.threads or DEFAULT_THREADS
     return AccuracyConfig(tasks=plans, device=device, threads=threads, plugins=plugins)
 

@@ -16,7 +16,14 @@ from typing import Any
 
 from attnbench.core.baseline import ACC_TOLERANCE_POINTS, BASELINE
 from attnbench.core.errors import UserError
-from attnbench.core.registry import attention_class, canonical_spec, coerce, parse_attention_spec, type_name
+from attnbench.core.registry import (
+    attention_class,
+    canonical_spec,
+    coerce,
+    parse_attention_spec,
+    split_spec,
+    type_name,
+)
 from attnbench.execution.choice import DEFAULT_EXECUTOR, DEFAULT_RETRIES, ExecutorChoice
 from attnbench.sweeps.accuracy import DEFAULT_PRESET
 from attnbench.sweeps.complexity_config import default_of
@@ -70,12 +77,14 @@ class TaskEntry:
     seeds: int | list[int] | None = None  # None: as many as the preset says (seeds 0..k-1)
     overrides: dict[str, Any] = field(default_factory=dict)  # any training setting of the preset
     baselines: list[str] = field(default_factory=list)  # model baselines trained beside the variants: "lstm"
+    seq_lens: list[int] | str | None = None  # lengths to train at ("32..128" doubles); None: the preset's one
 
 
 @dataclass(kw_only=True)
 class AccuracySection:
     tasks: list[TaskEntry]
     threads: int | None = None  # None: one thread per cell (small models train fastest that way on a CPU)
+    mad_grid: bool = False  # every task entry over MAD's learning-rate × weight-decay grid (the best cell counts)
 
 
 @dataclass(kw_only=True)
@@ -156,10 +165,13 @@ def parse_suite(data: dict[str, Any], *, source: str, default_name: str) -> Suit
         raw = data["accuracy"]
         if not isinstance(raw, dict) or not isinstance(raw.get("tasks"), list) or not raw["tasks"]:
             raise UserError(f"{where}: [accuracy] needs at least one [[accuracy.tasks]] table")
-        _reject_unknown(raw, {"tasks", "threads"}, where, "[accuracy]")
+        _reject_unknown(raw, {"tasks", "threads", "mad_grid"}, where, "[accuracy]")
         threads = raw.get("threads")
         if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
             raise UserError(f"{where}: [accuracy].threads must be a positive integer, got {threads!r}")
+        mad_grid = raw.get("mad_grid", False)
+        if not isinstance(mad_grid, bool):
+            raise UserError(f"{where}: [accuracy].mad_grid must be true or false, got {mad_grid!r}")
         tasks = []
         for i, entry in enumerate(raw["tasks"]):
             label = f"[[accuracy.tasks]] #{i + 1}"
@@ -168,7 +180,7 @@ def parse_suite(data: dict[str, Any], *, source: str, default_name: str) -> Suit
             task.baselines = _baselines(task.baselines, where, f"{label}.baselines")
             _check_task(task, where, label)
             tasks.append(task)
-        accuracy = AccuracySection(tasks=tasks, threads=threads)
+        accuracy = AccuracySection(tasks=tasks, threads=threads, mad_grid=mad_grid)
     decode = _decode_section(data["decode"], where) if "decode" in data else None
     if complexity is None and accuracy is None and decode is None:
         raise UserError(f"{where}: has none of [complexity], [[accuracy.tasks]], [decode]: nothing to run")
@@ -306,6 +318,16 @@ def _check_task(task: TaskEntry, where: str, label: str) -> None:
     from attnbench.training.presets import get_preset
     from attnbench.training.settings import AccuracyCell
 
+    if task.seq_lens is not None:
+        raw_lengths = task.seq_lens
+        try:
+            task.seq_lens = parse_lengths(
+                [raw_lengths] if isinstance(raw_lengths, str) else [str(n) for n in raw_lengths], option="seq_lens"
+            )
+        except UserError as err:
+            raise UserError(f"{where}: {label}.seq_lens: {err}") from None
+        if "seq_len" in task.overrides:
+            raise UserError(f"{where}: {label}: give its lengths once, as seq_lens or as overrides.seq_len")
     if isinstance(task.seeds, int) and task.seeds < 1:
         raise UserError(f"{where}: {label}.seeds: must be >= 1 (a count) or a list of seeds, got {task.seeds}")
     if isinstance(task.seeds, list) and not task.seeds:
@@ -319,8 +341,14 @@ def _check_task(task: TaskEntry, where: str, label: str) -> None:
             except (TypeError, ValueError) as err:
                 raise UserError(f"{where}: {label}.overrides.{key}: {err}") from None
     try:
-        task.task = canonical_task_spec(task.task)
+        canonical_task_spec(task.task)  # checked only: an option set to its default must reach TaskPlan as written
         preset = get_preset(task.task.partition(":")[0], task.preset)
-        preset.cell(BASELINE, seed=0).with_overrides(**task.overrides)
+        cell = preset.cell(BASELINE, seed=0).with_overrides(**task.overrides)
+        if task.seq_lens is not None:  # the task's own one-line error for a length it cannot take
+            from attnbench.tasks import task_spec_with
+            from attnbench.tasks.lengths import check_task_lengths
+
+            options = split_spec(task.task)[1]
+            check_task_lengths(task_spec_with(task_spec_with(cell.task, **options), seq_len=None), task.seq_lens)
     except UserError as err:
         raise UserError(f"{where}: {label} ({task.task}): {err}") from None

@@ -134,13 +134,21 @@ def run_accuracy_cell(cell: AccuracyCell, on_step: Callable[[StepInfo], None] | 
             message=outcome.message,
         )
         identity = {"task": row["task"], "spec": row["spec"], "seed": cell.seed}
+        length = {"seq_len": row["seq_len"]}  # last: the column was appended to both files
         result.curve = [
-            {**identity, "step": p.step, "train_loss": p.train_loss, "val_acc": p.val_acc, "elapsed_s": p.elapsed_s}
+            {
+                **identity,
+                "step": p.step,
+                "train_loss": p.train_loss,
+                "val_acc": p.val_acc,
+                "elapsed_s": p.elapsed_s,
+                **length,
+            }
             for p in outcome.curve
         ]
         if outcome.test is not None and isinstance(outcome.test.details, Scores):
             result.by_distance = [
-                {**identity, "distance_bucket": bucket, "n": n, "acc": acc}
+                {**identity, "distance_bucket": bucket, "n": n, "acc": acc, **length}
                 for bucket, n, acc in outcome.test.details.by_distance()
             ]
     result.wall_time_s = time.perf_counter() - cell_start

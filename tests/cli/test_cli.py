@@ -89,3 +89,21 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert exit_info.value.code == 0
     assert "bench" in capsys.readouterr().out
+
+
+def test_list_tasks_shows_every_task_with_options_presets_and_scaling() -> None:
+    from attnbench.tasks import available_tasks, task_class
+
+    result = runner.invoke(app, ["list", "--tasks", "--json"])
+    assert result.exit_code == 0, result.output
+    records = {r["name"]: r for r in json.loads(result.output)}
+    assert sorted(records) == available_tasks()
+    for name, record in records.items():
+        assert record["length_scaling"] == task_class(name).length_scaling
+        assert {"quick", "standard"} <= set(record["presets"])
+    assert {"mad", "mad-quick"} <= set(records["fuzzy-recall"]["presets"]) and "lra" in records["listops"]["presets"]
+    assert {"name": "pairs", "type": "int | none", "default": "none"} in records["mqar"]["options"]
+    table = runner.invoke(app, ["list", "--tasks"], env={"COLUMNS": "250"})
+    assert table.exit_code == 0 and "how it scales with n" in table.output
+    for name in records:
+        assert name in table.output

@@ -100,4 +100,42 @@ def test_run_builds_both_configs_from_the_suite(tmp_path: Path, received: dict[s
     complexity_config, accuracy_config = received["suite"]
     assert complexity_config.seq_lens == [256, 512, 1024, 2048, 4096] and complexity_config.threads == 2
     assert complexity_config.time_budget_s == 60 and accuracy_config.threads == 2
-    assert [plan.task for plan in accuracy_config.tasks] == ["mqar", "listops"]
+    assert [plan.task for plan in accuracy_config.tasks] == ["mqar", "mqar", "listops"]
+    assert accuracy_config.tasks[0].seq_lens == [16, 32, 64]
+
+
+def test_accuracy_seq_len_is_repeatable_and_takes_ranges(tmp_path: Path, received: dict[str, Any]) -> None:
+    _ok(["bench", "accuracy", "--task", "mqar:pairs=4", "--seq-len", "32..128", "--seq-len", "48",
+         "--out", str(tmp_path / "run")])  # fmt: skip
+    (plan,) = received["accuracy"].tasks
+    assert plan.seq_lens == [32, 48, 64, 128] and "seq_len" not in plan.overrides
+    cells = received["accuracy"].cells()
+    assert [c.seq_len for c in cells] == [32, 48, 64, 128]  # one cell per n, shortest first
+
+
+def test_accuracy_one_seq_len_overrides_the_presets(tmp_path: Path, received: dict[str, Any]) -> None:
+    _ok(["bench", "accuracy", "--task", "mqar", "--seq-len", "64", "--out", str(tmp_path / "run")])
+    (plan,) = received["accuracy"].tasks
+    assert plan.seq_lens is None and plan.overrides == {"seq_len": 64}
+
+
+def test_accuracy_refuses_a_length_its_task_cannot_take_before_training(
+    tmp_path: Path, received: dict[str, Any]
+) -> None:
+    result = runner.invoke(app, ["bench", "accuracy", "--task", "mqar:pairs=8", "--seq-len", "16..64",
+                                 "--out", str(tmp_path / "run")])  # fmt: skip
+    assert result.exit_code == 2 and "accuracy" not in received
+    assert "cannot run at n = 16" in result.output and "seq_len must be at least 32" in result.output
+
+
+def test_accuracy_mad_grid_trains_each_task_over_mads_lr_and_weight_decay(
+    tmp_path: Path, received: dict[str, Any]
+) -> None:
+    from attnbench.tasks.mad import MAD_LR_GRID, MAD_WEIGHT_DECAY_GRID
+
+    _ok(["bench", "accuracy", "--task", "memorization", "--preset", "mad-quick", "--mad-grid",
+         "--out", str(tmp_path / "run")])  # fmt: skip
+    cells = received["accuracy"].cells()
+    assert sorted((c.lr, c.weight_decay) for c in cells) == sorted(
+        (lr, wd) for lr in MAD_LR_GRID for wd in MAD_WEIGHT_DECAY_GRID
+    )

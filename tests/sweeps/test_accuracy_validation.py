@@ -207,3 +207,18 @@ def test_presets_of_a_task_without_built_in_ones(scratch_tasks: None) -> None:
         get_preset("bare-test", "lra")
     with pytest.raises(ValueError, match="unknown accuracy preset 'big'"):
         get_preset("bare-test", "big")
+
+
+def test_resume_follows_n_a_finished_length_is_not_trained_again(tmp_path: Path) -> None:
+    from attnbench.runs.rundir import RunDir
+    from attnbench.runs.schema import ACCURACY_COLUMNS, ACCURACY_CSV
+    from attnbench.sweeps.accuracy import AccuracyConfig, TaskPlan, _failed_row, pending
+
+    plan = TaskPlan(task="mqar:pairs=4", variants=["softmax", "linear"], seq_lens=[32, 64, 128])
+    config = AccuracyConfig(tasks=[plan])
+    run = RunDir(tmp_path)
+    first = [c for c in config.cells() if c.seq_len == 64]
+    run.appender(ACCURACY_CSV, ACCURACY_COLUMNS).extend([_failed_row(c, "ok", "") for c in first])
+    todo = pending(config, run)
+    assert sorted({c.seq_len for c in todo}) == [32, 128] and len(todo) == 4
+    assert AccuracyConfig.from_dict(config.to_dict()).cells() == config.cells()  # the manifest round-trips n

@@ -22,9 +22,11 @@ overrides = { steps = 2 }
 def test_shipped_suites_validate(name: str) -> None:
     suite = load_suite(name)  # complexity values included: a bad one in a shipped suite fails here
     assert suite.name == name
-    assert suite.complexity is not None and suite.accuracy is not None
-    config = complexity_config(suite, device="cpu", threads=1, plugins=[])
-    assert config is not None and config.variants == suite.complexity.variants
+    assert suite.accuracy is not None  # the mad suite trains only; the others also time
+    if name != "mad":
+        assert suite.complexity is not None
+        config = complexity_config(suite, device="cpu", threads=1, plugins=[])
+        assert config is not None and config.variants == suite.complexity.variants
     assert accuracy_config(suite, device="cpu", threads=None, plugins=[]) is not None
 
 
@@ -44,11 +46,24 @@ def test_quick_covers_every_family_and_the_required_tasks() -> None:
     ]
     assert families >= {attention_class(n).family for n in runnable}
     assert max(suite.complexity.seq_lens) == 4096
-    tasks = {t.task.partition(":")[0]: t.variants for t in suite.accuracy.tasks}
+    tasks: dict[str, list[str]] = {}
+    for t in suite.accuracy.tasks:  # a task may have several entries (one along n, one at a single length)
+        tasks.setdefault(t.task.partition(":")[0], []).extend(t.variants)
     assert {"softmax", "linear"} <= set(tasks["mqar"])
     assert any(v.startswith("performer") for v in tasks["mqar"])
     assert any(v.startswith("window") for v in tasks["mqar"])
     assert len(tasks["listops"]) >= 2
+    # MQAR along n: three or more lengths spanning at least 4x, pairs fixed, a window among the variants
+    (along_n,) = [t for t in suite.accuracy.tasks if t.seq_lens is not None and len(t.seq_lens) >= 3]
+    assert along_n.task.startswith("mqar") and along_n.seq_lens[-1] >= 4 * along_n.seq_lens[0]
+    assert any(v.startswith("window") for v in along_n.variants) and "softmax" in along_n.variants
+    config = accuracy_config(suite, device="cpu", threads=None, plugins=[])
+    assert config is not None
+    pairs = {c.task_spec.split("pairs=")[1].split(",")[0] for c in config.cells() if c.task.startswith("mqar")}
+    assert pairs == {"4"}
+    # every trained spec is timed too, so the recommendation can judge it
+    trained = {v for t in suite.accuracy.tasks for v in t.variants}
+    assert trained <= set(suite.complexity.variants)
 
 
 def test_a_user_suite_file_loads(tmp_path: Path) -> None:
@@ -106,11 +121,11 @@ def test_validation_errors_name_the_file_and_key(tmp_path: Path, replace: str, b
 
 
 def test_missing_file_unknown_name_bad_toml_and_empty_suite(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match=r"suite file .*missing\.toml' does not exist \(shipped suites: quick"):
+    with pytest.raises(UserError, match=r"suite file .*missing\.toml' does not exist \(shipped suites: mad, quick"):
         load_suite(str(tmp_path / "missing.toml"))
     with pytest.raises(UserError, match=r"suite path .* is a directory: pass a suite \.toml file"):
         load_suite(str(tmp_path))
-    with pytest.raises(UserError, match="unknown suite 'quik': shipped suites are quick, standard"):
+    with pytest.raises(UserError, match="unknown suite 'quik': shipped suites are mad, quick, standard"):
         load_suite("quik")
     bad = tmp_path / "bad.toml"
     bad.write_text("[complexity\n")
@@ -138,3 +153,54 @@ def test_override_values_are_coerced_to_the_setting_type(tmp_path: Path) -> None
     assert suite.accuracy is not None
     lr = suite.accuracy.tasks[0].overrides["lr"]
     assert lr == 1.0 and isinstance(lr, float)
+
+
+def _suite_with(tmp_path: Path, entry: str) -> Path:
+    path = tmp_path / "lengths.toml"
+    path.write_text(f'name = "lengths"\n[[accuracy.tasks]]\ntask = "mqar:pairs=4"\nvariants = ["softmax"]\n{entry}\n')
+    return path
+
+
+@pytest.mark.parametrize(("entry", "lengths"), [('seq_lens = "32..128"', [32, 64, 128]),
+                                                 ("seq_lens = [128, 32, 48]", [32, 48, 128])])  # fmt: skip
+def test_a_task_entry_takes_seq_lens_as_a_range_or_a_list(tmp_path: Path, entry: str, lengths: list[int]) -> None:
+    suite = load_suite(str(_suite_with(tmp_path, entry)))
+    assert suite.accuracy is not None and suite.accuracy.tasks[0].seq_lens == lengths
+    config = accuracy_config(suite, device="cpu", threads=None, plugins=[])
+    assert config is not None and [c.seq_len for c in config.cells()] == lengths
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ('seq_lens = "8..32"', r"\(mqar:pairs=4\): task 'mqar:pairs=4,vocab=32' cannot run at n = 8: .*at least 16"),
+        ('seq_lens = "64..32"', "seq_lens: seq_lens 64..32: the range ends below its start"),
+        ("seq_lens = [32]\noverrides = { seq_len = 64 }", "give its lengths once"),
+    ],
+)
+def test_bad_seq_lens_are_refused_naming_the_entry(tmp_path: Path, entry: str, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        load_suite(str(_suite_with(tmp_path, entry)))
+
+
+def test_the_mad_suite_runs_every_mad_setting_and_the_grid_multiplies_it() -> None:
+    from dataclasses import replace
+
+    from attnbench.tasks.mad import MAD_LR_GRID, MAD_WEIGHT_DECAY_GRID, mad_settings
+
+    suite = load_suite("mad")
+    config = accuracy_config(suite, device="cpu", threads=None, plugins=[])
+    assert config is not None
+    trained = {(c.task_spec, c.variant) for c in config.cells()}
+    wanted = {(f"{s.spec},seq_len={s.seq_len}" if ":" in s.spec else f"{s.spec}:seq_len={s.seq_len}") for s in
+              mad_settings(quick=True)}  # fmt: skip
+    from attnbench.tasks import canonical_task_spec
+
+    assert {spec for spec, _ in trained} == {canonical_task_spec(w) for w in wanted}
+    assert {v for _, v in trained} >= {"softmax", "linear"} and any(v.startswith("window") for _, v in trained)
+    assert suite.accuracy is not None
+    grid = accuracy_config(replace(suite, accuracy=replace(suite.accuracy, mad_grid=True)), device="cpu",
+                           threads=None, plugins=[])  # fmt: skip
+    assert grid is not None and len(grid.cells()) == len(MAD_LR_GRID) * len(MAD_WEIGHT_DECAY_GRID) * len(trained)
+    assert {(c.lr, c.weight_decay) for c in grid.cells()} == {(lr, wd) for lr in MAD_LR_GRID
+                                                              for wd in MAD_WEIGHT_DECAY_GRID}  # fmt: skip
