@@ -12,7 +12,7 @@ from attnbench.cli.app import bench_app
 from attnbench.cli.console import accuracy_table, complexity_tables, console
 from attnbench.cli.errors import fail, user_errors
 from attnbench.cli.jobs import finish, in_session
-from attnbench.cli.options import Device, MaxCells, Out, Resume, checked_device
+from attnbench.cli.options import Device, MaxCells, Out, Resume, TrustPlugins, checked_device
 from attnbench.core.baseline import BASELINE
 from attnbench.sweeps.complexity_config import default_of
 
@@ -71,6 +71,7 @@ def complexity_command(
     resume: Resume = None,
     max_cells: MaxCells = None,
     min_run_time: Annotated[float | None, typer.Option(hidden=True, min=0.0)] = None,
+    trust_plugins: TrustPlugins = False,
 ) -> None:
     """Time, peak memory and FLOPs of each variant as the sequence length grows; fitted scaling exponents."""
     import torch
@@ -84,7 +85,7 @@ def complexity_command(
 
     device = checked_device(device)
     if resume is not None and variant:
-        load_run_plugins(resume)  # the run's plugin variants must resolve before --variant is canonicalised
+        load_run_plugins(resume, trust=trust_plugins)  # the run's plugin variants resolve before --variant does
     given: dict[str, Any] = {
         "variants": [canonical_spec(v) for v in variant] if variant else None,
         "seq_lens": parse_lengths(seq_len) if seq_len else None,
@@ -97,7 +98,7 @@ def complexity_command(
         if out is not None:
             fail("--out and --resume cannot be combined: --resume continues the run where it is")
         given["memory_budget"] = memory_budget  # as typed: "75%" of today's free RAM is not a conflict
-        run_dir, manifest = open_for_resume(resume, "complexity", given)
+        run_dir, manifest = open_for_resume(resume, "complexity", given, trust_plugins=trust_plugins)
         config = ComplexityConfig.from_dict(manifest["complexity"])
     else:
         chosen = {k: v for k, v in given.items() if v is not None}
@@ -157,6 +158,7 @@ def accuracy_command(
     out: Out = None,
     resume: Resume = None,
     max_cells: MaxCells = None,
+    trust_plugins: TrustPlugins = False,
 ) -> None:
     """Train each variant in the same skeleton on long-range tasks; report accuracy and cost per step."""
     from attnbench.core.registry import loaded_plugins
@@ -171,7 +173,9 @@ def accuracy_command(
                      data_dir, out]  # fmt: skip
         if any(v is not None for v in given_any):
             fail("--resume finishes a run as it was configured: pass only --resume DIR (and --device/--threads)")
-        run_dir, manifest = open_for_resume(resume, "accuracy", {"device": device, "threads": threads})
+        run_dir, manifest = open_for_resume(
+            resume, "accuracy", {"device": device, "threads": threads}, trust_plugins=trust_plugins
+        )
         config = AccuracyConfig.from_dict(manifest["accuracy"])
     else:
         overrides = {

@@ -14,6 +14,13 @@ Threads = Annotated[int | None, typer.Option(min=1, help="Default: torch's threa
 Resume = Annotated[Path | None, typer.Option(help="Finish an interrupted run in this directory.")]
 Out = Annotated[Path | None, typer.Option(help="Run directory (default results/<time>-<command>).")]
 MaxCells = Annotated[int | None, typer.Option(hidden=True, min=1)]
+TrustPlugins = Annotated[
+    bool,
+    typer.Option(
+        "--trust-plugins",
+        help="With --resume: import the plugin files the run's manifest names (else pass them again with --plugin).",
+    ),
+]
 
 
 def checked_device(device: str | None) -> str | None:

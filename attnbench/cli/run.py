@@ -10,7 +10,7 @@ from attnbench.cli.app import app
 from attnbench.cli.console import accuracy_table, complexity_tables, console
 from attnbench.cli.errors import fail, user_errors
 from attnbench.cli.jobs import in_session
-from attnbench.cli.options import Device, MaxCells, Out, Resume, Threads, checked_device
+from attnbench.cli.options import Device, MaxCells, Out, Resume, Threads, TrustPlugins, checked_device
 
 
 @app.command("run")
@@ -24,6 +24,7 @@ def run_command(
     device: Device = None,
     threads: Threads = None,
     max_cells: MaxCells = None,
+    trust_plugins: TrustPlugins = False,
 ) -> None:
     """The main job: a suite's complexity and accuracy sweeps, then plots and report.md."""
     import time
@@ -44,7 +45,9 @@ def run_command(
     if resume is not None:
         if suite is not None or out is not None:
             fail("--resume finishes a run with its own suite: drop --suite/--out")
-        run_dir, manifest = open_for_resume(resume, "run", {"device": device, "threads": threads})
+        run_dir, manifest = open_for_resume(
+            resume, "run", {"device": device, "threads": threads}, trust_plugins=trust_plugins
+        )
         complexity = ComplexityConfig.from_dict(manifest["complexity"]) if manifest.get("complexity") else None
         accuracy = AccuracyConfig.from_dict(manifest["accuracy"]) if manifest.get("accuracy") else None
         tolerance = manifest["run"]["acc_tolerance"]

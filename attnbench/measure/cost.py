@@ -1,15 +1,32 @@
 """Analytic figures of a cell, from the variant's own model: FLOPs, predicted peak bytes, input bytes.
 
 They are computed in the parent (no call runs): the sweep skips a cell predicted over the memory budget.
+That runs the variant's own code (its constructor, ``flops()``, ``predicted_peak_bytes()``) in the parent,
+so :func:`cell_cost` turns any failure of it into a :class:`VariantCodeError` naming the call.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from attnbench.core.attention import Attention
 from attnbench.measure.cells import CellSpec
 from attnbench.measure.workload import DTYPES, build_attention, layer_config
+
+T = TypeVar("T")
+
+
+class VariantCodeError(Exception):
+    """The variant's own code failed in the parent (a plugin's constructor, flops(), ...): that cell's error."""
+
+
+def guarded(what: str, call: Callable[[], T]) -> T:
+    try:
+        return call()
+    except Exception as err:  # the variant's code, not ours: its failure is its cell's row, not the sweep's end
+        raise VariantCodeError(f"{what} raised {type(err).__name__}: {err}"[:500]) from err
 
 
 @dataclass(frozen=True)
@@ -20,9 +37,11 @@ class CellCost:
 
 
 def cell_cost(cell: CellSpec) -> CellCost:
-    """All three figures from one instance of the variant."""
-    attention = build_attention(cell)
-    return CellCost(cell_flops(cell, attention), predicted_peak(cell, attention), input_bytes(cell))
+    """All three figures from one instance of the variant; raises :class:`VariantCodeError` if its code fails."""
+    attention = guarded(f"{cell.spec}: the constructor", lambda: build_attention(cell))
+    flops = guarded(f"{cell.spec}: flops()", lambda: cell_flops(cell, attention))
+    peak = guarded(f"{cell.spec}: predicted_peak_bytes()", lambda: predicted_peak(cell, attention))
+    return CellCost(flops, peak, input_bytes(cell))
 
 
 def cell_flops(cell: CellSpec, attention: Attention | None = None) -> int:

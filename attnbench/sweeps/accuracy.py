@@ -15,7 +15,14 @@ from typing import Any
 import pandas as pd
 
 from attnbench.core.errors import UserError
-from attnbench.core.registry import attention_class, canonical_spec, options_of, parse_attention_spec, split_spec
+from attnbench.core.registry import (
+    attention_class,
+    canonical_spec,
+    create_attention,
+    options_of,
+    parse_attention_spec,
+    split_spec,
+)
 from attnbench.execution.protocol import Executor, Progress
 from attnbench.runs.rundir import RunDir
 from attnbench.runs.schema import (
@@ -76,6 +83,18 @@ class TaskPlan:
         """Fail before any cell runs on what would fail them all: bad settings, a bad length, missing data files."""
         cell = self.cell(self.variants[0], seed=0, device="cpu")
         create_task(cell.task_spec).check_data()
+        for seed in self.seeds or []:  # every seed's cell checks its own settings (a seed beyond 64 bits, ...)
+            self.cell(self.variants[0], seed=seed, device="cpu")
+        head_dim = cell.model.d_model // cell.model.num_heads
+        for variant in self.variants:  # built once, now: an option the constructor rejects is refused up front
+            try:
+                create_attention(variant, head_dim=head_dim, num_heads=cell.model.num_heads)
+            except UserError as err:
+                raise UserError(f"task {self.task!r}, variant {variant}: {err}") from None
+            except Exception as err:  # a plugin's constructor may raise anything
+                raise UserError(
+                    f"task {self.task!r}, variant {variant}: its constructor raised {type(err).__name__}: {err}"
+                ) from None
 
     def cell(self, variant: str, *, seed: int, device: str) -> AccuracyCell:
         preset = get_preset(self.task, self.preset)
@@ -176,7 +195,7 @@ def run_accuracy_sweep(
     max_cells: int | None = None,
 ) -> int:
     for side in (CURVES_CSV, BY_DISTANCE_CSV):  # left by a cell killed before its main row
-        run_dir.drop_orphan_rows(side, main=ACCURACY_CSV, key=("task", "spec", "seed"))
+        run_dir.drop_orphan_rows(side, main=ACCURACY_CSV, key=("task", "spec", "seed", "seq_len"))
     rows = run_dir.appender(ACCURACY_CSV, ACCURACY_COLUMNS)
     curves = run_dir.appender(CURVES_CSV, CURVES_COLUMNS)
     by_distance = run_dir.appender(BY_DISTANCE_CSV, BY_DISTANCE_COLUMNS)
