@@ -50,3 +50,17 @@ def test_side_rows_carry_seq_len_and_orphans_match_the_whole_cell_key(tmp_path: 
         curves.append(cell | {"seq_len": n, "step": 1, "train_loss": 1.0, "val_acc": 0.5, "elapsed_s": 0.1})
     dropped = run.drop_orphan_rows("curves.csv", main="accuracy.csv", key=("task", "spec", "seed", "seq_len"))
     assert dropped == 1 and list(run.rows("curves.csv")["seq_len"]) == [64]
+
+
+def test_a_task_at_two_lengths_gets_a_distance_panel_per_length() -> None:
+    import pandas as pd
+
+    from attnbench.reporting import plots
+
+    rows = [{"task": "mqar", "spec": "softmax", "seed": 0, "distance_bucket": b, "n": 10, "acc": acc, "seq_len": n}
+            for n, acc in ((64, 0.9), (128, 0.5)) for b in ("1", "2-3")]  # fmt: skip
+    fig = plots.distance_figure(pd.DataFrame(rows), plots.palette(["softmax"]))
+    titles = sorted(ax.get_title() for ax in fig.axes if ax.get_title())
+    assert [t.split(":")[0] for t in titles] == ["mqar n=128", "mqar n=64"]
+    by_title = {t.split(":")[0]: ax for ax in fig.axes for t in [ax.get_title()] if t}
+    assert list(by_title["mqar n=128"].get_lines()[0].get_ydata()) == [0.5, 0.5]  # not pooled with n=64
