@@ -6,6 +6,7 @@ cannot outlive its process. The holder writes who it is into the file, so a refu
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -57,7 +58,10 @@ class RunLock:
             self._fd = None
 
     def __del__(self) -> None:  # a run directory dropped without a session (a refused option) frees its lock
-        self.release()
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)  # closing the last descriptor drops the flock
 
 
 def _describe_holder(fd: int) -> str:
