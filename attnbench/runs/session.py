@@ -136,10 +136,16 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @contextmanager
 def session(run_dir: RunDir, executor: Executor | None = None) -> Iterator[None]:
     """Record this invocation in the manifest; on Ctrl-C (or a sweep stopped early) mark it interrupted."""
-    index = run_dir.begin_session(["attnbench", *sys.argv[1:]])
-    try:
-        with _sigterm_as_interrupt():
+    with _sigterm_as_interrupt():  # installed first: a SIGTERM once the session is recorded marks it interrupted
+        index = run_dir.begin_session(["attnbench", *sys.argv[1:]])
+        with _stopped_as_interrupted(run_dir, index, executor):
             yield
+
+
+@contextmanager
+def _stopped_as_interrupted(run_dir: RunDir, index: int, executor: Executor | None) -> Iterator[None]:
+    try:
+        yield
     except KeyboardInterrupt:
         if executor is not None:
             executor.cancel()
