@@ -21,6 +21,7 @@ from attnbench.cli.options import (
     Remeasure,
     Resume,
     Retries,
+    TrustPlugins,
     checked_device,
 )
 from attnbench.core.baseline import BASELINE
@@ -85,6 +86,7 @@ def complexity_command(
     retries: Retries = None,
     min_run_time: Annotated[float | None, typer.Option(hidden=True, min=0.0)] = None,
     remeasure: Remeasure = None,
+    trust_plugins: TrustPlugins = False,
 ) -> None:
     """Time, peak memory and FLOPs of each variant as the sequence length grows; fitted scaling exponents."""
     import torch
@@ -99,7 +101,7 @@ def complexity_command(
     device = checked_device(device)
     choice = executor_choice(executor, ray_address, retries)
     if resume is not None and variant:
-        load_run_plugins(resume)  # the run's plugin variants must resolve before --variant is canonicalised
+        load_run_plugins(resume, trust=trust_plugins)  # the run's plugin variants resolve before --variant does
     given: dict[str, Any] = {
         "variants": [canonical_spec(v) for v in variant] if variant else None,
         "seq_lens": parse_lengths(seq_len) if seq_len else None,
@@ -114,7 +116,7 @@ def complexity_command(
         if remeasure is not None:
             fail("--remeasure cannot change on --resume: the run keeps the stability rules it started with")
         given["memory_budget"] = memory_budget  # as typed: "75%" of today's free RAM is not a conflict
-        run_dir, manifest = open_for_resume(resume, "complexity", given)
+        run_dir, manifest = open_for_resume(resume, "complexity", given, trust_plugins=trust_plugins)
         config = ComplexityConfig.from_dict(manifest["complexity"])
     else:
         chosen = {k: v for k, v in given.items() if v is not None}
@@ -195,6 +197,7 @@ def accuracy_command(
     executor: ExecutorName = None,
     ray_address: RayAddress = None,
     retries: Retries = None,
+    trust_plugins: TrustPlugins = False,
 ) -> None:
     """Train each variant in the same skeleton on long-range tasks; report accuracy and cost per step."""
     from attnbench.core.registry import loaded_plugins
@@ -211,7 +214,9 @@ def accuracy_command(
                      time_budget, data_dir, out]  # fmt: skip
         if any(v is not None for v in given_any) or mad_grid:
             fail("--resume finishes a run as it was configured: pass only --resume DIR (and --device/--threads)")
-        run_dir, manifest = open_for_resume(resume, "accuracy", {"device": device, "threads": threads})
+        run_dir, manifest = open_for_resume(
+            resume, "accuracy", {"device": device, "threads": threads}, trust_plugins=trust_plugins
+        )
         config = AccuracyConfig.from_dict(manifest["accuracy"])
     else:
         overrides = {

@@ -24,6 +24,13 @@ RayAddress = Annotated[
 Retries = Annotated[
     int | None, typer.Option(min=0, help="Runs of a cell again when its node or worker was lost (default 1).")
 ]
+TrustPlugins = Annotated[
+    bool,
+    typer.Option(
+        "--trust-plugins",
+        help="With --resume: import the plugin files the run's manifest names (else pass them again with --plugin).",
+    ),
+]
 
 
 def checked_device(device: str | None) -> str | None:

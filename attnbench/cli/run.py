@@ -20,6 +20,7 @@ from attnbench.cli.options import (
     Resume,
     Retries,
     Threads,
+    TrustPlugins,
     checked_device,
 )
 
@@ -39,6 +40,7 @@ def run_command(
     executor: ExecutorName = None,
     ray_address: RayAddress = None,
     retries: Retries = None,
+    trust_plugins: TrustPlugins = False,
 ) -> None:
     """The main job: a suite's complexity and accuracy sweeps, then plots and report.md."""
     import dataclasses
@@ -70,7 +72,9 @@ def run_command(
     if resume is not None:
         if suite is not None or out is not None or remeasure is not None:
             fail("--resume finishes a run with its own suite: drop --suite/--out/--remeasure")
-        run_dir, manifest = open_for_resume(resume, "run", {"device": device, "threads": threads})
+        run_dir, manifest = open_for_resume(
+            resume, "run", {"device": device, "threads": threads}, trust_plugins=trust_plugins
+        )
         complexity = ComplexityConfig.from_dict(manifest["complexity"]) if manifest.get("complexity") else None
         accuracy = AccuracyConfig.from_dict(manifest["accuracy"]) if manifest.get("accuracy") else None
         decode = DecodeConfig.from_dict(manifest["decode"]) if manifest.get("decode") else None

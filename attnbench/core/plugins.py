@@ -24,6 +24,13 @@ class PluginError(UserError):
     """A ``--plugin`` module or file could not be loaded."""
 
 
+def _import_failure(err: BaseException) -> str:
+    """What went wrong at import, in words: a plugin calling ``sys.exit`` is named with its status."""
+    if isinstance(err, SystemExit):
+        return f"called sys.exit({err.code!r}) at import"
+    return f"failed to import: {type(err).__name__}: {err}"
+
+
 @dataclass(frozen=True)
 class PluginFailure:
     name: str
@@ -60,9 +67,9 @@ def load_plugin(target: str) -> str:
             sys.modules[module_name] = module
             try:
                 spec.loader.exec_module(module)
-            except Exception as err:
+            except (Exception, SystemExit) as err:  # an exit at import must not end attnbench silently
                 del sys.modules[module_name]
-                raise PluginError(f"plugin file {target!r} failed to import: {type(err).__name__}: {err}") from err
+                raise PluginError(f"plugin file {target!r} {_import_failure(err)}") from err
     else:
         module_name = target
         try:
@@ -71,8 +78,8 @@ def load_plugin(target: str) -> str:
             raise PluginError(
                 f"plugin module {target!r} cannot be found ({err}); pass an importable module or a .py file"
             ) from err
-        except Exception as err:
-            raise PluginError(f"plugin module {target!r} failed to import: {type(err).__name__}: {err}") from err
+        except (Exception, SystemExit) as err:  # an exit at import must not end attnbench silently
+            raise PluginError(f"plugin module {target!r} {_import_failure(err)}") from err
     _loaded_plugins[key] = module_name
     return module_name
 
@@ -99,8 +106,8 @@ def load_entry_points(
             if not (inspect.isclass(cls) and issubclass(cls, base)):
                 raise TypeError(f"{ep.value} is {cls!r}, not a subclass of {base.__name__}")
             add(ep.name, cls)
-        except Exception as err:  # a broken plugin must not break the registry
-            failure = PluginFailure(ep.name, ep.value, f"{type(err).__name__}: {err}")
+        except (Exception, SystemExit) as err:  # a broken plugin (one that exits, too) must not break the registry
+            failure = PluginFailure(ep.name, ep.value, _import_failure(err))
             failures.append(failure)
             warnings.warn(
                 f"attnbench: {kind} plugin {ep.name!r} ({ep.value}) failed to load and is skipped: {failure.error}",

@@ -24,6 +24,7 @@ _PRELOAD = ["attnbench.execution.preload"]
 
 def _child(conn: Connection, fn: Callable[[Any, Report], Any], cell: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and ends this child
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # ... and a SIGTERM to the group just ends it
     try:
         with open("/proc/self/oom_score_adj", "w") as f:  # be the OOM killer's first choice, not the parent
             f.write("1000")
@@ -36,6 +37,8 @@ def _child(conn: Connection, fn: Callable[[Any, Report], Any], cell: Any) -> Non
 
     try:
         conn.send(run_cell(fn, cell, report))
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the parent is gone (stopped, killed): nobody is left to tell, and a traceback helps no one
     finally:
         conn.close()
 

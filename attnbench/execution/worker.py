@@ -16,10 +16,15 @@ from attnbench.execution.protocol import OutcomeStatus, Report
 _OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory", "bad_alloc")
 
 
+def is_out_of_memory(err: BaseException) -> bool:
+    """An allocation failure on any device: MemoryError, torch's OutOfMemoryError, or the CPU allocator's error."""
+    return isinstance(err, MemoryError) or any(m in str(err).lower() for m in _OOM_MARKERS)
+
+
 def classify_exception(err: BaseException) -> tuple[OutcomeStatus, str]:
     text = f"{type(err).__name__}: {err}".strip().splitlines()
     first = text[0] if text else type(err).__name__
-    if isinstance(err, MemoryError) or any(m in str(err).lower() for m in _OOM_MARKERS):
+    if is_out_of_memory(err):
         return "oom", first[:500]
     if isinstance(err, NotImplementedError):
         return "skipped", f"not supported here: {first[:500]}"

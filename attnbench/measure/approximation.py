@@ -10,6 +10,7 @@ import torch
 from attnbench.core.baseline import BASELINE
 from attnbench.core.registry import create_attention
 from attnbench.measure.cells import Approximation, CellSpec
+from attnbench.measure.output_check import check_output
 from attnbench.measure.workload import DTYPES, build_attention
 
 
@@ -25,6 +26,8 @@ def approximation_cell(cell: CellSpec, report: Callable[[dict[str, Any]], None] 
     variant = build_attention(cell).to(device=device, dtype=dtype)
     reference = create_attention(BASELINE, head_dim=cell.head_dim, num_heads=cell.heads)
     with torch.inference_mode():
-        out = variant(q, k, v, causal=cell.causal).double()
+        out = variant(q, k, v, causal=cell.causal)
+        check_output(out, shape=tuple(q.shape), dtype=dtype)
+        out = out.double()
         exact = reference(q, k, v, causal=cell.causal).double()
     return Approximation(float((out - exact).norm() / exact.norm().clamp_min(1e-300)))

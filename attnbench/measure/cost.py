@@ -1,16 +1,33 @@
 """Analytic figures of a cell, from the variant's own model: FLOPs, predicted peak bytes, input bytes.
 
 They are computed in the parent (no call runs): the sweep skips a cell predicted over the memory budget.
+That runs the variant's own code (its constructor, ``flops()``, ``predicted_peak_bytes()``) in the parent,
+so :func:`cell_cost` turns any failure of it into a :class:`VariantCodeError` naming the call.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from attnbench.core.attention import Attention
 from attnbench.measure.cells import CellSpec
 from attnbench.measure.lstm_layer import is_lstm_layer, lstm_layer_flops, lstm_layer_peak
 from attnbench.measure.workload import DTYPES, build_attention, layer_config
+
+T = TypeVar("T")
+
+
+class VariantCodeError(Exception):
+    """The variant's own code failed in the parent (a plugin's constructor, flops(), ...): that cell's error."""
+
+
+def guarded(what: str, call: Callable[[], T]) -> T:
+    try:
+        return call()
+    except Exception as err:  # the variant's code, not ours: its failure is its cell's row, not the sweep's end
+        raise VariantCodeError(f"{what} raised {type(err).__name__}: {err}"[:500]) from err
 
 
 @dataclass(frozen=True)
@@ -21,12 +38,14 @@ class CellCost:
 
 
 def cell_cost(cell: CellSpec) -> CellCost:
-    """All three figures from one instance of the variant."""
+    """All three figures from one instance of the variant; raises :class:`VariantCodeError` if its code fails."""
     if is_lstm_layer(cell.spec):
         element = DTYPES[cell.dtype].itemsize
         return CellCost(lstm_layer_flops(cell), lstm_layer_peak(cell, element), input_bytes(cell))
-    attention = build_attention(cell)
-    return CellCost(cell_flops(cell, attention), predicted_peak(cell, attention), input_bytes(cell))
+    attention = guarded(f"{cell.spec}: the constructor", lambda: build_attention(cell))
+    flops = guarded(f"{cell.spec}: flops()", lambda: cell_flops(cell, attention))
+    peak = guarded(f"{cell.spec}: predicted_peak_bytes()", lambda: predicted_peak(cell, attention))
+    return CellCost(flops, peak, input_bytes(cell))
 
 
 def cell_flops(cell: CellSpec, attention: Attention | None = None) -> int:

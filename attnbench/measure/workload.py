@@ -12,6 +12,7 @@ from attnbench.core.registry import create_attention
 from attnbench.core.skeleton import EncoderLayer, TransformerConfig
 from attnbench.measure.cells import CellSpec
 from attnbench.measure.lstm_layer import LSTMLayer, is_lstm_layer
+from attnbench.measure.output_check import check_output
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -32,7 +33,10 @@ def synchronize(device: torch.device) -> None:
 
 
 def build_workload(cell: CellSpec, seq_len: int | None = None) -> Callable[[], None]:
-    """A zero-argument function running one forward (under inference_mode) or one forward+backward."""
+    """A zero-argument function running one forward (under inference_mode) or one forward+backward.
+
+    Its first call checks the output (:func:`check_output`): a wrong result raises instead of being timed.
+    """
     n = cell.seq_len if seq_len is None else seq_len
     device = torch.device(cell.device)
     dtype = DTYPES[cell.dtype]
@@ -57,14 +61,22 @@ def build_workload(cell: CellSpec, seq_len: int | None = None) -> Callable[[], N
         call_kwargs = {"causal": cell.causal}
     runner = torch.compile(module) if cell.compile else module
     wrt = [*inputs, *(p for p in module.parameters() if p.requires_grad)] if cell.backward else []
+    expected = tuple(inputs[0].shape)  # the output has its query's shape: (B, H, N, D) or (B, N, d_model)
+    unchecked = [True]
+
+    def check_first(out: Any) -> None:
+        if unchecked[0]:
+            check_output(out, shape=expected, dtype=dtype)
+            unchecked[0] = False
 
     def forward() -> None:
         with torch.inference_mode():
-            runner(*inputs, **call_kwargs)
+            check_first(runner(*inputs, **call_kwargs))
         synchronize(device)
 
     def forward_backward() -> None:
         out = runner(*inputs, **call_kwargs)
+        check_first(out)
         torch.autograd.grad(out, wrt, torch.ones_like(out))
         synchronize(device)
 

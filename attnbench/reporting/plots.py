@@ -348,7 +348,8 @@ def bucket_start(label: object) -> float:
 
 
 def distance_figure(by_distance: pd.DataFrame, colors: Palette) -> Figure:
-    """Test accuracy by key–query distance bucket, one line per spec, one panel per task (MQAR first).
+    """Test accuracy by key–query distance bucket, one line per spec, one panel per task (MQAR first) and
+    length (a task run at two lengths gets two panels, not one pooled).
 
     Seeds are pooled: a bucket's accuracy is over every query in it, across seeds.
     """
@@ -357,20 +358,17 @@ def distance_figure(by_distance: pd.DataFrame, colors: Palette) -> Figure:
     frame = by_distance.assign(
         bucket=by_distance["distance_bucket"].astype(str),
         hits=by_distance["acc"].astype(float) * by_distance["n"].astype(float),
+        panel=_panels(by_distance),
     )
-    # one panel per task and training length; -1: a row without its length (older runs)
+    # panels in task order (MQAR first), then by training length; -1: a row without its length (older runs)
     length = pd.to_numeric(frame["seq_len"], errors="coerce").fillna(-1) if "seq_len" in frame.columns else -1
     frame = frame.assign(length=length)
-    order = frame[["task", "length"]].drop_duplicates()
-    order = sorted(order.itertuples(index=False),
+    order = sorted(frame[["task", "length", "panel"]].drop_duplicates().itertuples(index=False),
                    key=lambda r: (not str(r.task).startswith("mqar"), str(r.task), r.length))  # fmt: skip
-    labels = {(r.task, r.length): _task_label(r.task, r.length if r.length >= 0 else math.nan).replace("\n", " ")
-              for r in order}  # fmt: skip
-    frame = frame.assign(task=[labels[k] for k in zip(frame["task"], frame["length"], strict=True)])
-    tasks = list(dict.fromkeys(labels[(r.task, r.length)] for r in order))
+    tasks = list(dict.fromkeys(r.panel for r in order))
     fig, axes = _stacked(len(tasks))
     for ax, task in zip(axes, tasks, strict=True):
-        part = frame[frame["task"] == task]
+        part = frame[frame["panel"] == task]
         buckets = sorted(part["bucket"].unique(), key=bucket_start)
         position = {b: i for i, b in enumerate(buckets)}
         pooled = part.groupby(["spec", "bucket"], sort=True)[["hits", "n"]].sum().reset_index()
@@ -387,6 +385,17 @@ def distance_figure(by_distance: pd.DataFrame, colors: Palette) -> Figure:
         ax.grid(True, alpha=0.3)
         ax.legend(**LEGEND)
     return fig
+
+
+def _panels(by_distance: pd.DataFrame) -> pd.Series:
+    """Each row's panel: its task, with ``(n=…)`` when the task was run at more than one length."""
+    tasks = by_distance["task"].astype(str)
+    if "seq_len" not in by_distance.columns:
+        return tasks
+    lengths = by_distance["seq_len"]
+    several = lengths.groupby(tasks).transform("nunique") > 1
+    labels = [f"{t} (n={int(n)})" if many else t for t, n, many in zip(tasks, lengths, several, strict=True)]
+    return pd.Series(labels, index=by_distance.index)
 
 
 PARETO_COSTS: dict[str, tuple[str, float]] = {

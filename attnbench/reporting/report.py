@@ -7,7 +7,6 @@ did not run) gives a partial report that says what is missing; failed cells keep
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,9 +67,14 @@ def sparse_specs(data: RunData) -> list[str]:
 def pattern_masks(specs: Iterable[str], *, n: int, head_dim: int, num_heads: int) -> dict[str, object]:
     """Each spec's ``pattern_mask(n, n)``, or a message saying why there is none (unknown spec, no pattern)."""
     from attnbench import create_attention  # torch is needed only for this one figure
+    from attnbench.core.registry import available_attention
 
+    known = set(available_attention())
     masks: dict[str, object] = {}
     for spec in specs:
+        if spec.partition(":")[0] not in known:
+            masks[spec] = "not drawn: not a variant registered here (a report imports no plugin code)"
+            continue
         try:
             mask = create_attention(spec, head_dim=head_dim, num_heads=num_heads).pattern_mask(n, n, causal=False)
         except Exception as err:  # a plugin variant that is not loaded must not stop the report
@@ -78,16 +82,6 @@ def pattern_masks(specs: Iterable[str], *, n: int, head_dim: int, num_heads: int
             continue
         masks[spec] = "no pattern (attends to every key)" if mask is None else mask.cpu().numpy()
     return masks
-
-
-def _load_recorded_plugins(manifest: dict[str, Any]) -> None:
-    from attnbench.core.registry import load_plugin
-
-    for plugin in manifest.get("plugins", {}).get("files_and_modules", []) or []:
-        try:
-            load_plugin(plugin)
-        except UserError as err:
-            warnings.warn(f"report: plugin {plugin!r} recorded in the manifest is not loadable: {err}", stacklevel=2)
 
 
 def draw_plots(data: RunData, colors: plots.Palette) -> list[tuple[Plot, Callable[[], Figure]]]:
@@ -137,7 +131,6 @@ def draw_plots(data: RunData, colors: plots.Palette) -> list[tuple[Plot, Callabl
         config = data.manifest.get("complexity") or {}
 
         def patterns() -> Figure:
-            _load_recorded_plugins(data.manifest)
             masks = pattern_masks(sparse, n=PATTERN_N, head_dim=int(config.get("head_dim") or 64),
                                   num_heads=int(config.get("heads") or 1))  # fmt: skip
             return plots.pattern_figure(masks, n=PATTERN_N)

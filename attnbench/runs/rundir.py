@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,37 +22,53 @@ from typing import Any
 import pandas as pd
 
 from attnbench.core.errors import UserError
+from attnbench.runs.lock import LOCK_FILE, RunLock
 from attnbench.runs.schema import DEFAULT_ROOT, MANIFEST
+from attnbench.runs.validation import validated_text
 
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def _unique_temp(path: Path) -> Path:
+    """A new, uniquely named file beside ``path``: two writers never share a temporary file."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over the target."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as f:
-        json.dump(data, f, indent=2, sort_keys=False, default=str)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write to a uniquely named temporary file in the same directory, fsync, then rename over the target."""
+    tmp = _unique_temp(path)
+    try:
+        with tmp.open("w") as f:
+            json.dump(data, f, indent=2, sort_keys=False, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
-def _complete_text(path: Path) -> str:
+def _complete_text(path: Path, errors: str = "strict") -> str:
     """The file's text up to its last newline: a torn final row (the writer was killed) is not data."""
-    text = path.read_text()
+    text = path.read_text(errors=errors)
     if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
     return text
 
 
 def read_rows(path: Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """Read an append-only CSV, tolerating a truncated last line; a missing file is an empty frame."""
+    """Read an append-only CSV, tolerating a truncated last line; a missing file is an empty frame.
+
+    Rows the schema rejects (wrong field count, types, ranges, unknown status, duplicate cell) are left out,
+    with one warning line per file (see :mod:`attnbench.runs.validation`).
+    """
     if not path.exists():
         return pd.DataFrame(columns=list(columns or []))
-    text = _complete_text(path)
+    text = validated_text(path, _complete_text(path, errors="replace"))
     if not text.strip():
         return pd.DataFrame(columns=list(columns or []))
     frame = pd.read_csv(io.StringIO(text), keep_default_na=True)
@@ -124,7 +141,7 @@ def _make_dir(path: Path) -> None:
 
 def _has_entries(path: Path) -> bool:
     try:
-        return any(path.iterdir())
+        return any(p.name != LOCK_FILE for p in path.iterdir())
     except OSError as err:
         raise UserError(f"--out {path} cannot be read ({err.strerror or err}); pass a new directory") from None
 
@@ -134,24 +151,35 @@ class RunDir:
     path: Path
     # set by a sweep that stopped before its last cell (the hidden --max-cells): the session is not complete
     stopped_early: bool = field(default=False, compare=False)
+    lock: RunLock = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.lock = RunLock(self.path)
 
     @classmethod
     def create(
         cls, command: str, *, suite: str | None = None, out: Path | None = None, root: Path = DEFAULT_ROOT
     ) -> RunDir:
-        """A new, empty run directory; an existing one is never reused (use --resume to continue it)."""
+        """A new, empty run directory, locked for this process; an existing one is never reused (--resume it).
+
+        No check-then-create: the directory is made (or found empty) and locked, and only then checked
+        empty, so of two processes given the same ``--out`` exactly one gets it.
+        """
         if out is not None:
             if out.exists() and not out.is_dir():
                 raise UserError(f"--out {out} is a file, not a directory: pass a path for a new run directory")
-            if out.is_dir() and _has_entries(out):
+            if out.is_dir() and not os.access(out, os.W_OK):
+                raise UserError(f"cannot write to run directory {out}: permission denied; pass --out a writable path")
+            _make_dir(out)
+            run = cls(out)
+            run.lock.acquire()
+            if (out / MANIFEST).exists() or _has_entries(out):
+                run.lock.release()
                 raise UserError(
                     f"--out {out} already exists and is not empty; results are never overwritten "
                     f"(choose a new directory, or continue that run with --resume {out})"
                 )
-            _make_dir(out)
-            if not os.access(out, os.W_OK):
-                raise UserError(f"cannot write to run directory {out}: permission denied; pass --out a writable path")
-            return cls(out)
+            return run
         stamp = time.strftime("%Y%m%d-%H%M%S")
         name = f"{stamp}-{command}" + (f"-{suite}" if suite else "")
         _make_dir(root)
@@ -159,7 +187,9 @@ class RunDir:
         while True:
             try:
                 path.mkdir()
-                return cls(path)
+                run = cls(path)
+                run.lock.acquire()
+                return run
             except FileExistsError:
                 path, n = root / f"{name}-{n}", n + 1
             except OSError as err:
@@ -178,13 +208,24 @@ class RunDir:
     def manifest_path(self) -> Path:
         return self.path / MANIFEST
 
+    def lock_for_writing(self) -> RunDir:
+        """Take the directory's writer lock (refused, naming the holder, while another process writes to it)."""
+        self.lock.acquire()
+        return self
+
     def read_manifest(self) -> dict[str, Any]:
         try:
-            return json.loads(self.manifest_path.read_text())
+            manifest = json.loads(self.manifest_path.read_text())
         except FileNotFoundError:
             return {}
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise UserError(f"{self.manifest_path} is not valid JSON ({err}); the run cannot be resumed") from None
+        if not isinstance(manifest, dict):
+            raise UserError(
+                f"{self.manifest_path} holds a JSON {type(manifest).__name__}, not an object: "
+                "it is not an attnbench manifest"
+            )
+        return manifest
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         write_json_atomic(self.manifest_path, manifest)
@@ -237,7 +278,7 @@ class RunDir:
         kept = [r for r in rows if tuple(r[k] for k in key) in done]
         if len(kept) == len(rows):
             return 0  # a torn last line, if any, is dropped by the next appender
-        tmp = side_path.with_name(f".{side_path.name}.tmp")
+        tmp = _unique_temp(side_path)
         with tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=reader.fieldnames or [], lineterminator="\n")
             writer.writeheader()

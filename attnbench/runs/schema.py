@@ -56,3 +56,36 @@ FILES: dict[str, Sequence[str]] = {
     APPROXIMATION_CSV: APPROXIMATION_COLUMNS,
     DECODE_CSV: DECODE_COLUMNS,
 }
+
+# how a row is checked when it is read back (runs/validation.py) ------------------------------------------------
+# a column's kind: count (integer >= 1), index (integer >= 0), seed (integer in [0, 2**64)), time (seconds >= 0),
+# amount (number >= 0), fraction (in [0, 1]), real (any number, nan included), status, bool; unlisted: free text.
+# An empty value is allowed (a failed cell has no time) except in a file's key columns and its status.
+COLUMN_KINDS: dict[str, str] = {
+    "batch": "count", "heads": "count", "head_dim": "count", "seq_len": "count", "threads": "count",
+    "runs_per_block": "count", "block": "index", "steps": "index", "best_step": "index", "step": "index",
+    "params": "index", "n": "index", "seed": "seed",
+    "time_median_s": "time", "time_iqr_s": "time", "first_call_s": "time", "train_time_s": "time",
+    "time_per_step_s": "time", "elapsed_s": "time", "time_s": "time",
+    "peak_mem_bytes": "amount", "predicted_peak_bytes": "amount", "flops": "amount", "gflops_per_s": "amount",
+    "peak_fraction": "amount", "rel_error": "amount",
+    "val_acc": "fraction", "test_acc": "fraction", "majority_acc": "fraction", "acc": "fraction",
+    "train_loss": "real", "status": "status", "causal": "bool",
+}  # fmt: skip
+# the columns that name a row's cell (never empty): one row per key, a repeat is a duplicate
+ROW_KEYS: dict[str, tuple[str, ...]] = {
+    COMPLEXITY_CSV: ("spec", "scope", "pass", "seq_len"),
+    COMPLEXITY_RAW_CSV: ("spec", "scope", "pass", "seq_len", "attempt", "block"),
+    ACCURACY_CSV: ("task", "spec", "seed", "seq_len", "model"),
+    CURVES_CSV: ("task", "spec", "seed", "seq_len", "step"),
+    BY_DISTANCE_CSV: ("task", "spec", "seed", "seq_len", "distance_bucket"),
+    APPROXIMATION_CSV: ("spec", "seq_len"),
+}
+# files where one key may hold several rows (one task under two presets trains two cells with equal keys):
+# there only a repeat of a whole line is a duplicate
+REPEATABLE_KEYS: frozenset[str] = frozenset({ACCURACY_CSV, CURVES_CSV, BY_DISTANCE_CSV})
+# what an ``ok`` row must hold (a finite value): an ok cell without its measurement is not ok
+OK_REQUIRES: dict[str, tuple[str, ...]] = {
+    COMPLEXITY_CSV: ("time_median_s",),
+    APPROXIMATION_CSV: ("rel_error",),
+}

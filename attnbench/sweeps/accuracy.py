@@ -15,7 +15,12 @@ from typing import Any
 import pandas as pd
 
 from attnbench.core.errors import UserError
-from attnbench.core.registry import canonical_spec, options_of, split_spec
+from attnbench.core.registry import (
+    canonical_spec,
+    create_attention,
+    options_of,
+    split_spec,
+)
 from attnbench.execution.protocol import Executor, Progress
 from attnbench.runs.rundir import RunDir
 from attnbench.runs.schema import (
@@ -97,6 +102,18 @@ class TaskPlan:
         if self.seq_lens is not None:  # every length, with the task's own one-line error for the first it refuses
             check_task_lengths(task_spec_with(cell.task, seq_len=None), self.seq_lens)
         create_task(cell.task_spec).check_data()
+        for seed in self.seeds or []:  # every seed's cell checks its own settings (a seed beyond 64 bits, ...)
+            self.cell(self.variants[0], seed=seed, device="cpu")
+        head_dim = cell.model.d_model // cell.model.num_heads
+        for variant in self.variants:  # built once, now: an option the constructor rejects is refused up front
+            try:
+                create_attention(variant, head_dim=head_dim, num_heads=cell.model.num_heads)
+            except UserError as err:
+                raise UserError(f"task {self.task!r}, variant {variant}: {err}") from None
+            except Exception as err:  # a plugin's constructor may raise anything
+                raise UserError(
+                    f"task {self.task!r}, variant {variant}: its constructor raised {type(err).__name__}: {err}"
+                ) from None
 
     def lengths(self) -> list[int | None]:
         """The lengths this plan trains at; ``[None]``: the one length its spec, overrides or preset give."""
@@ -215,7 +232,7 @@ def run_accuracy_sweep(
     max_cells: int | None = None,
 ) -> int:
     for side in (CURVES_CSV, BY_DISTANCE_CSV):  # left by a cell killed before its main row
-        run_dir.drop_orphan_rows(side, main=ACCURACY_CSV, key=("task", "seq_len", "spec", "seed"))
+        run_dir.drop_orphan_rows(side, main=ACCURACY_CSV, key=("task", "spec", "seed", "seq_len"))
     rows = run_dir.appender(ACCURACY_CSV, ACCURACY_COLUMNS)
     curves = run_dir.appender(CURVES_CSV, CURVES_COLUMNS)
     by_distance = run_dir.appender(BY_DISTANCE_CSV, BY_DISTANCE_COLUMNS)

@@ -21,7 +21,7 @@ from attnbench.core.registry import attention_class, parse_attention_spec
 from attnbench.execution.protocol import Executor, Outcome, Progress, run_on_every_node
 from attnbench.measure.approximation import approximation_cell
 from attnbench.measure.cells import CellSpec, MemoryCell, PeakCell, Timing
-from attnbench.measure.cost import cell_cost, cell_flops, input_bytes, predicted_peak
+from attnbench.measure.cost import VariantCodeError, cell_cost, cell_flops, guarded, input_bytes, predicted_peak
 from attnbench.measure.memory import memory_cell
 from attnbench.measure.peak import matmul_peak_gflops
 from attnbench.measure.stability import Reading, off_series, reproduced
@@ -125,7 +125,10 @@ class _Attempts:
 
 
 def _skip_message(cell: CellSpec, cls: type, row: dict[str, Any], budget: int, earlier: str | None) -> str | None:
-    unsupported = cls.unsupported_reason(device=cell.device, backward=cell.backward, causal=cell.causal)
+    unsupported = guarded(
+        f"{cell.spec}: unsupported_reason()",
+        lambda: cls.unsupported_reason(device=cell.device, backward=cell.backward, causal=cell.causal),
+    )
     if unsupported is not None:
         return f"not supported here: {unsupported}"
     if earlier is not None:
@@ -323,13 +326,16 @@ def run_sweep(
             started += 1
             on_event(CellStarted(label(cell)))
             name, family, cls = variants(cell.spec)
-            cost = cell_cost(cell)
-            row = _base_row(cell, name, family) | {
-                "predicted_peak_bytes": cost.predicted_peak_bytes, "flops": cost.flops,
-            }  # fmt: skip
+            row = _base_row(cell, name, family)
             earlier = failed_at.get(_key(cell)[:3])
             after_failure = f"skipped: {earlier[1]} at n={earlier[0]}" if earlier else None
-            skip = _skip_message(cell, cls, row, config.memory_budget_bytes, after_failure)
+            try:  # the variant's own code runs here, in the parent: its failure is this cell's error row
+                cost = cell_cost(cell)
+                row |= {"predicted_peak_bytes": cost.predicted_peak_bytes, "flops": cost.flops}
+                skip = _skip_message(cell, cls, row, config.memory_budget_bytes, after_failure)
+            except VariantCodeError as err:
+                finish(cell, row | {"status": "error", "message": f"in the parent: {err}"}, None)
+                continue
             if skip is not None:
                 finish(cell, row | {"status": "skipped", "message": skip}, None)
                 continue
@@ -404,6 +410,8 @@ def run_approximation(
         row |= {"status": event.status, "message": event.message, "node": event.node}
         if event.status == "ok":
             row["rel_error"] = event.result.rel_error
+            if not math.isfinite(row["rel_error"]):  # a nan error is no measurement: not ok
+                row |= {"status": "error", "message": f"approximation error is {row['rel_error']}"}
         out.append(row)
         ran += 1
         on_event(CellFinished(f"{cell.spec} n={cell.seq_len}", row))

@@ -6,12 +6,19 @@ here, and what it holds is what the manifest records.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from attnbench.core.errors import UserError
-from attnbench.core.registry import attention_class, available_attention, canonical_spec, parse_attention_spec
+from attnbench.core.registry import (
+    attention_class,
+    available_attention,
+    canonical_spec,
+    create_attention,
+    parse_attention_spec,
+)
 from attnbench.measure.cells import PASSES
 from attnbench.measure.stability import StabilityRules
 from attnbench.measure.workload import DTYPES
@@ -58,13 +65,25 @@ class ComplexityConfig:
             raise UserError(f"--dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise UserError(f"--device must be cpu or cuda, got {self.device!r}")
-        if self.time_budget_s <= 0:
-            raise UserError(f"--time-budget must be positive seconds, got {self.time_budget_s}")
+        if not (math.isfinite(self.time_budget_s) and self.time_budget_s > 0):
+            raise UserError(f"--time-budget must be a positive, finite number of seconds, got {self.time_budget_s}")
+        for label, value in (("min_run_time", self.min_run_time), ("max_run_time", self.max_run_time)):
+            if not (math.isfinite(value) and value >= 0):
+                raise UserError(f"{label} must be a finite number of seconds >= 0, got {value}")
+        if not 0 <= self.seed < 2**64:
+            raise UserError(f"seed must be in [0, 2**64), got {self.seed}")
         variants = list(dict.fromkeys(canonical_spec(v) for v in self.variants))  # a repeat is one variant
         if self.causal:
             unable = [v for v in variants if not attention_class(parse_attention_spec(v).name).supports_causal]
             if unable:
                 raise UserError(f"--causal: {', '.join(unable)} cannot run causal attention (drop them or --causal)")
+        for v in variants:  # built once, now: an option the constructor rejects is refused before anything runs
+            try:
+                create_attention(v, head_dim=self.head_dim, num_heads=self.heads)
+            except UserError as err:
+                raise UserError(f"--variant {v}: {err}") from None
+            except Exception as err:  # a plugin's constructor may raise anything
+                raise UserError(f"--variant {v}: its constructor raised {type(err).__name__}: {err}") from None
         # normalised once, here: the frozen config is what every reader sees
         object.__setattr__(self, "variants", variants)
         object.__setattr__(self, "seq_lens", sorted(set(self.seq_lens)))
@@ -95,11 +114,12 @@ def default_of(name: str) -> Any:
 
 def default_variants(*, causal: bool, device: str = "cpu", passes: Sequence[str] = PASSES) -> list[str]:
     """Every registered variant (plugins included) that can run every requested pass in this mode, here."""
-    return [
-        name
-        for name in available_attention()
-        if not any(
-            attention_class(name).unsupported_reason(device=device, backward=p == "fwd+bwd", causal=causal)
-            for p in passes
-        )
-    ]
+    return [name for name in available_attention() if _can_run(name, device=device, causal=causal, passes=passes)]
+
+
+def _can_run(name: str, *, device: str, causal: bool, passes: Sequence[str]) -> bool:
+    try:
+        cls = attention_class(name)
+        return not any(cls.unsupported_reason(device=device, backward=p == "fwd+bwd", causal=causal) for p in passes)
+    except Exception:  # a plugin's unsupported_reason() that raises: kept, its cells record the error
+        return True

@@ -30,6 +30,7 @@ from attnbench.core.attention import Attention
 from attnbench.core.errors import UserError
 from attnbench.core.registry import attention_class, parse_attention_spec
 from attnbench.core.skeleton import resolve_cross_spec
+from attnbench.execution.worker import is_out_of_memory
 from attnbench.runs.schema import ACCURACY_COLUMNS
 from attnbench.tasks import (
     ModelKind,
@@ -114,12 +115,12 @@ def run_accuracy_cell(cell: AccuracyCell, on_step: Callable[[StepInfo], None] | 
             config=cell.train_config(),
             on_step=on_step,
         )
-    except (torch.OutOfMemoryError, MemoryError) as err:
-        row.update(status="oom", message=_one_line(err), peak_mem_bytes=memory.peak())
     except UserError:
         raise
     except Exception as err:  # one failing cell must not stop the sweep: its row says what went wrong
-        row.update(status="error", message=_one_line(err), peak_mem_bytes=memory.peak())
+        # a CPU allocation failure is a RuntimeError ("can't allocate memory"), not an OutOfMemoryError
+        status = "oom" if is_out_of_memory(err) else "error"
+        row.update(status=status, message=_one_line(err), peak_mem_bytes=memory.peak())
     else:
         result.train = outcome
         row.update(
@@ -134,16 +135,10 @@ def run_accuracy_cell(cell: AccuracyCell, on_step: Callable[[StepInfo], None] | 
             message=outcome.message,
         )
         identity = {"task": row["task"], "spec": row["spec"], "seed": cell.seed}
-        length = {"seq_len": row["seq_len"]}  # last: the column was appended to both files
+        length = {"seq_len": task.seq_len}  # last, as in the files: two lengths of one task are two cells
         result.curve = [
-            {
-                **identity,
-                "step": p.step,
-                "train_loss": p.train_loss,
-                "val_acc": p.val_acc,
-                "elapsed_s": p.elapsed_s,
-                **length,
-            }
+            {**identity, "step": p.step, "train_loss": p.train_loss, "val_acc": p.val_acc, "elapsed_s": p.elapsed_s,
+             **length}
             for p in outcome.curve
         ]
         if outcome.test is not None and isinstance(outcome.test.details, Scores):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
@@ -71,8 +72,15 @@ class AccuracyCell(TrainingSettings):
             )
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise UserError(f"accuracy cell: device must be cpu or cuda[:N], got {self.device!r}")
-        if self.time_budget_s is not None and self.time_budget_s <= 0:
-            raise UserError(f"accuracy cell: time_budget_s must be > 0 seconds, got {self.time_budget_s:g}")
+        if self.time_budget_s is not None and not (math.isfinite(self.time_budget_s) and self.time_budget_s > 0):
+            raise UserError(f"accuracy cell: time_budget_s must be > 0 seconds and finite, got {self.time_budget_s:g}")
+        if not 0 <= self.seed < 2**64:  # torch.manual_seed takes 64-bit seeds
+            raise UserError(f"accuracy cell: seed must be in [0, 2**64), got {self.seed}")
+        if self.model.num_heads < 1 or self.model.d_model % self.model.num_heads:
+            raise UserError(
+                f"accuracy cell: d_model={self.model.d_model} is not divisible by heads={self.model.num_heads}; "
+                "pick --d-model a multiple of --heads"
+            )
         try:  # the training settings fail here, in the parent, rather than as an error row per cell
             self.train_config()
         except ValueError as err:

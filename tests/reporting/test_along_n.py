@@ -29,7 +29,7 @@ def accuracy_frame(trained: dict = TRAINED) -> pd.DataFrame:
         for n, by_spec in by_n.items():
             for spec, acc in by_spec.items():
                 rows.append(dict.fromkeys(ACCURACY_COLUMNS) | {
-                    "task": task, "spec": spec, "variant": spec, "family": "x", "seed": 0, "seq_len": n,
+                    "task": task, "spec": spec, "variant": spec, "family": "x", "seed": 0, "seq_len": n, "model": "m",
                     "time_per_step_s": STEP[spec][0], "peak_mem_bytes": STEP[spec][1], "val_acc": acc,
                     "test_acc": acc, "majority_acc": 0.17 if task == "listops" else 0.05, "status": "ok",
                 })  # fmt: skip
@@ -104,11 +104,12 @@ def mad_frame() -> pd.DataFrame:
             for acc in accs:
                 rows.append(dict.fromkeys(ACCURACY_COLUMNS) | {
                     "task": task, "spec": spec, "seed": 0, "seq_len": 32, "test_acc": acc, "majority_acc": 0.1,
-                    "status": "ok", "family": "x",
+                    "status": "ok", "family": "x", "model": "m",
                 })  # fmt: skip
     # a second mqar setting softmax failed on: it scores 0
     rows.append(dict.fromkeys(ACCURACY_COLUMNS) | {"task": "mqar:vocab=32", "spec": "softmax", "seed": 0,
-                                                    "seq_len": 32, "status": "error", "family": "x"})  # fmt: skip
+                                                    "seq_len": 32, "status": "error", "family": "x",
+                                                    "model": "m"})  # fmt: skip
     return pd.DataFrame(rows, columns=list(ACCURACY_COLUMNS))
 
 

@@ -102,7 +102,7 @@ def synthetic_by_distance() -> pd.DataFrame:
     falloff = {"softmax": 0.0, WINDOW: 0.08, "linear": 0.12}
     rows = [
         {"task": "mqar", "spec": spec, "seed": seed, "distance_bucket": bucket, "n": 40,
-         "acc": max(0.05, 0.98 - drop * i)}
+         "acc": max(0.05, 0.98 - drop * i), "seq_len": 64}
         for spec, drop in falloff.items() for seed in (0, 1) for i, bucket in enumerate(buckets)
     ]  # fmt: skip
     return pd.DataFrame(rows, columns=list(BY_DISTANCE_COLUMNS))

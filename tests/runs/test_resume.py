@@ -90,7 +90,9 @@ def test_a_plugin_file_given_relative_resumes_from_another_directory(
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    _run(["bench", "complexity", "--resume", str(out)])
+    refused = runner.invoke(app, ["bench", "complexity", "--resume", str(out)])  # its plugin is not imported unasked
+    assert refused.exit_code == 2 and "--trust-plugins" in refused.output and "myplug.py" in refused.output
+    _run(["bench", "complexity", "--resume", str(out), "--trust-plugins"])
     rows = pd.read_csv(out / "complexity.csv")
     assert len(rows) == 2 and set(rows["status"]) == {"ok"}
 
@@ -134,6 +136,7 @@ def test_resume_through_the_cli_with_the_default_budget_and_a_plugin_variant(
     for module in [m for m in sys.modules if m.startswith("attnbench_plugin_other_")]:
         del sys.modules[module]
     # "75%" is a share of today's free memory: the same option even if the free memory moved since
-    _run(["bench", "complexity", "--resume", str(out), "--variant", "other-test", "--memory-budget", "75%"])
+    _run(["bench", "complexity", "--resume", str(out), "--variant", "other-test", "--memory-budget", "75%",
+          "--trust-plugins"])  # fmt: skip
     rows = pd.read_csv(out / "complexity.csv")
     assert list(rows["spec"]) == ["other-test", "other-test"] and set(rows["status"]) == {"ok"}
