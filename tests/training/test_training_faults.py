@@ -61,6 +61,6 @@ def test_a_task_at_two_lengths_gets_a_distance_panel_per_length() -> None:
             for n, acc in ((64, 0.9), (128, 0.5)) for b in ("1", "2-3")]  # fmt: skip
     fig = plots.distance_figure(pd.DataFrame(rows), plots.palette(["softmax"]))
     titles = sorted(ax.get_title() for ax in fig.axes if ax.get_title())
-    assert [t.split(":")[0] for t in titles] == ["mqar n=128", "mqar n=64"]
+    assert [t.split(":")[0] for t in titles] == ["mqar (n=128)", "mqar (n=64)"]
     by_title = {t.split(":")[0]: ax for ax in fig.axes for t in [ax.get_title()] if t}
-    assert list(by_title["mqar n=128"].get_lines()[0].get_ydata()) == [0.5, 0.5]  # not pooled with n=64
+    assert list(by_title["mqar (n=128)"].get_lines()[0].get_ydata()) == [0.5, 0.5]  # not pooled with n=64
