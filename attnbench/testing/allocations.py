@@ -42,6 +42,11 @@ class AllocationRecorder(TorchDispatchMode):
         return out
 
     @property
+    def total_elements(self) -> int:
+        """Elements of every storage allocated: work that scales like n² shows here even in small pieces."""
+        return sum(a.elements for a in self.allocations)
+
+    @property
     def largest(self) -> Allocation:
         if not self.allocations:
             raise ValueError("nothing was recorded")

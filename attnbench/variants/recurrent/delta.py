@@ -64,10 +64,12 @@ def chunked_delta_rule(
 
     memory = state if state is not None else q.new_zeros(*q.shape[:2], q.shape[-1], v.shape[-1])
     outs = []
-    for c in range(qc.shape[2]):
-        delta = u[:, :, c] - w[:, :, c] @ memory  # (B, H, L, d_v)
-        outs.append(q_decayed[:, :, c] @ memory + scores[:, :, c] @ delta)
-        memory = carry[:, :, c, :, None] * memory + k_to_end[:, :, c].mT @ delta
+    # per-chunk views by unbind: indexing [:, :, c] would cost a full-size zero gradient per chunk (O(n²/L))
+    per_chunk = (t.unbind(2) for t in (u, w, q_decayed, scores, carry[..., None], k_to_end))
+    for u_c, w_c, q_c, scores_c, carry_c, k_c in zip(*per_chunk, strict=True):
+        delta = u_c - w_c @ memory  # (B, H, L, d_v)
+        outs.append(q_c @ memory + scores_c @ delta)
+        memory = carry_c * memory + k_c.mT @ delta
     out = from_chunks(torch.stack(outs, dim=2))
     return out[:, :, :n], memory
 

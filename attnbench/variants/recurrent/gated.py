@@ -46,9 +46,11 @@ def chunked_gated_recurrence(
     carry = torch.exp(b_last.squeeze(-2)).unsqueeze(-1)  # (B, H, G, d_g, 1): how a chunk decays what came before
     memory = state if state is not None else q.new_zeros(*q.shape[:2], q.shape[-1], v.shape[-1])
     entering = []
-    for c in range(qc.shape[2]):
+    # unbind, not carry[:, :, c]: each indexing's backward would write a zero tensor of the full (B, H, G, …)
+    # shape, G of them in all — O(n²/L) time and memory in the backward
+    for chunk_carry, chunk_write in zip(carry.unbind(2), local.unbind(2), strict=True):
         entering.append(memory)
-        memory = carry[:, :, c] * memory + local[:, :, c]
+        memory = chunk_carry * memory + chunk_write
     inter = (qc * torch.exp(b)) @ torch.stack(entering, dim=2)  # (B, H, G, L, d_v)
 
     future = strictly_future(size, q.device)
