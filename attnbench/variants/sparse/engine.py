@@ -9,9 +9,11 @@ How one call runs (B batch, H heads, nb query blocks of ``blk`` rows, D head_dim
    number (padding, ``key_mask`` False, a global key that its own slot already covers), queries carry a 1
    there, so ``q·k`` already includes the key mask. Values carry a 0 there. What is left is the band's
    ``(blk, W)`` shape — the same for every block — and, in causal mode, a per-block mask for global keys.
-3. One ``scaled_dot_product_attention`` call over ``(B·H, nb)`` as (batch, heads): each query block against
-   its own key set. On CPU that is the fused flash kernel (blocked matmuls, online softmax, no score matrix
-   kept), with its backward; elsewhere SDPA picks its backend, at worst materialising ``(blk, W)`` per block.
+3. Fused attention over ``(B·H, nb)`` as (batch, heads): each query block against its own key set. The band
+   alone is one ``scaled_dot_product_attention`` call on the view — on CPU the fused flash kernel (blocked
+   matmuls, online softmax, no score matrix kept), with its backward. With random blocks or global keys, each
+   of those sets gets its own fused pass and the passes are merged by their log-sum-exp (``merge.py``), so
+   the band is never copied; elsewhere SDPA picks its backend, at worst materialising ``(blk, W)`` per block.
 4. Global query rows (which attend every key) are computed densely, O(Gq·n), and replace those rows.
 
 Nothing of size n×n is ever allocated, forward or backward. Masked scores are a large *finite* negative
@@ -22,11 +24,11 @@ a ``key_mask``) are zeroed.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from attnbench.variants.sparse import keys
 from attnbench.variants.sparse.layout import BlockLayout
+from attnbench.variants.sparse.merge import KeyPart, attention_over_parts
 from attnbench.variants.sparse.rows import global_query_rows, rows_with_keys
 
 
@@ -49,20 +51,27 @@ def block_sparse_attention(
     queries = _queries(q, scale, layout)  # (B·H, nb, blk, D+1)
     key_rows = _padded_rows(k, layout, padding, bias=key_bias, neg=neg)  # (B·H, L, D+1)
     value_rows = _padded_rows(v, layout, padding)  # (B·H, L, D+1)
-    key_set = [keys.band(key_rows, layout, padding)]
-    value_set = [keys.band(value_rows, layout, padding)]
+    band_mask, global_mask = _part_masks(layout, neg, q.dtype, q.device)
+    parts = [KeyPart(keys.band(key_rows, layout, padding), keys.band(value_rows, layout, padding), band_mask)]
     if layout.random_blocks is not None:
-        key_set.append(keys.random_blocks(key_rows, layout, padding, batch=B))
-        value_set.append(keys.random_blocks(value_rows, layout, padding, batch=B))
+        parts.append(
+            KeyPart(
+                keys.random_blocks(key_rows, layout, padding, batch=B),
+                keys.random_blocks(value_rows, layout, padding, batch=B),
+                None,
+            )
+        )
     if len(layout.global_keys):
         global_bias = keys.global_key_bias(layout, key_mask, neg, q.dtype)
-        key_set.append(keys.global_keys(k, layout, global_bias).expand(-1, layout.num_blocks, -1, -1))
-        value_set.append(keys.global_keys(v, layout, None).expand(-1, layout.num_blocks, -1, -1))
-    mask = _key_set_mask(layout, neg, q.dtype, q.device)
+        parts.append(
+            KeyPart(
+                keys.global_keys(k, layout, global_bias).expand(-1, layout.num_blocks, -1, -1),
+                keys.global_keys(v, layout, None).expand(-1, layout.num_blocks, -1, -1),
+                global_mask,
+            )
+        )
 
-    out = F.scaled_dot_product_attention(
-        queries, _joined(key_set), _joined(value_set), attn_mask=mask, scale=1.0
-    )  # (B·H, nb, blk, D+1)
+    out = attention_over_parts(queries, parts)  # (B·H, nb, blk, D+1)
     out = out.view(B, H, layout.padded_len, D + 1)[:, :, :n, :D]  # a view: the bias feature and padding dropped
 
     if key_mask is not None:
@@ -73,17 +82,13 @@ def block_sparse_attention(
     return out
 
 
-def _joined(parts: list[Tensor]) -> Tensor:
-    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)  # (B·H, nb, W_total, D+1)
-
-
-def _key_set_mask(layout: BlockLayout, neg: float, dtype: torch.dtype, device: torch.device) -> Tensor | None:
-    def build() -> Tensor | None:
-        return keys.key_set_mask(layout, neg, dtype, device)
-
-    if keys.mask_varies_per_block(layout):
-        return build()  # (1, nb, blk, W_total): rebuilt per call rather than kept alive
-    return layout.derived(("key_set_mask", dtype, str(device)), build)
+def _part_masks(
+    layout: BlockLayout, neg: float, dtype: torch.dtype, device: torch.device
+) -> tuple[Tensor | None, Tensor | None]:
+    """The band's additive mask (the same for every block, kept with the layout) and the global keys' (causal
+    with a global key after some query: per block, rebuilt per call rather than kept alive)."""
+    band = layout.derived(("band_mask", dtype, str(device)), lambda: keys.band_mask(layout, neg, dtype, device))
+    return band, keys.global_mask(layout, neg, dtype, device)
 
 
 def _local_keys(
@@ -135,17 +140,19 @@ def _padded_rows(
 def peak_bytes(layout: BlockLayout, *, batch: int, heads: int, head_dim: int, backward: bool, element_size: int) -> int:
     """Analytic model of the extra bytes one call holds at its peak (beyond q, k, v).
 
-    Forward: the padded copies of q, k, v (with the bias feature), the gathered key and value sets when the
-    pattern has more than a band (a band alone is a view), the mask, and the output. SDPA's fused kernel keeps
-    no score matrix. Backward adds the gradients of those copies and of the key/value sets.
+    Forward: the padded copies of q, k, v (with the bias feature), the gathered random-block and global key and
+    value sets (the band is a view, never copied), one output per key set while they are merged, the mask,
+    and the output. SDPA's fused kernel keeps no score matrix. Backward adds the gradients of those copies
+    and of every key/value set, the band's included (its gradient has the view's shape).
     """
     bh, F_ = batch * heads, head_dim + 1
     padding = keys.Padding.of(layout)
     copies = bh * (layout.padded_len + 2 * padding.length) * F_ * element_size
-    joined = layout.random_blocks is not None or len(layout.global_keys) > 0
-    key_sets = 2 * bh * layout.padded_len * layout.keys_per_query_block * F_ * element_size // layout.block
-    gathered = key_sets if joined else 0
-    out = bh * layout.padded_len * (F_ + 2 * head_dim) * element_size
+    per_block = 2 * bh * layout.num_blocks * F_ * element_size  # a key and a value row for every query block
+    gathered = per_block * (layout.random_width + len(layout.global_keys))
+    key_sets = per_block * layout.keys_per_query_block
+    parts = 1 + (layout.random_blocks is not None) + (len(layout.global_keys) > 0)
+    out = bh * layout.padded_len * (parts * F_ + 2 * head_dim) * element_size
     dense_rows = 2 * bh * len(layout.global_queries) * layout.seq_len * element_size
     if not backward:
         return copies + gathered + out + dense_rows

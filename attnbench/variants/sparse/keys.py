@@ -1,9 +1,10 @@
-"""The keys each query block attends — its band, its random blocks, the global keys — gathered as one set.
+"""The keys each query block attends — its band, its random blocks, the global keys — one set per kind.
 
 Input is the engine's padded buffers ``(B·H, L, D+1)``: every sequence with masked rows before and after
 it, keys carrying a bias feature that is 0 for an attendable key and a large negative number otherwise.
-Output is ``(B·H, nb, W_total, D+1)`` keys and values, and the additive mask that still has to go with them:
-the band's shape (window radius, causal) and, in causal mode, which global keys a query may not see yet.
+Output is ``(B·H, nb, W_part, D+1)`` keys and values per kind (the band a view, the others gathered), and the
+additive masks that still have to go with them: the band's shape (window radius, causal) and, in causal mode,
+which global keys a query may not see yet.
 """
 
 from __future__ import annotations
@@ -47,11 +48,22 @@ def band(rows: Tensor, layout: BlockLayout, padding: Padding) -> Tensor:
 def random_blocks(rows: Tensor, layout: BlockLayout, padding: Padding, *, batch: int) -> Tensor:
     """``(B·H, nb, R·blk, F)``: each query block's random key blocks, gathered; empty slots get the masked block."""
     blk, heads = layout.block, layout.random_blocks.shape[0]  # type: ignore[union-attr]
-    blocks = rows.view(batch, heads, padding.length // blk, blk, rows.shape[-1])  # (B, H, L/blk, blk, F)
-    index = layout.derived(("random_index", str(rows.device)), lambda: _random_index(layout, padding, rows.device))
-    head = torch.arange(heads, device=rows.device)[:, None, None]
-    picked = blocks[:, head, index]  # (B, H, nb, R, blk, F)
-    return picked.reshape(batch * heads, layout.num_blocks, -1, rows.shape[-1])
+    width = rows.shape[-1]
+    blocks = rows.view(batch * heads * (padding.length // blk), blk * width)  # one row per key block
+    index = layout.derived(
+        ("random_rows", batch, str(rows.device)), lambda: _random_rows(layout, padding, batch, rows.device)
+    )
+    picked = blocks.index_select(0, index)  # (B·H·nb·R, blk·F): whole blocks copied, no per-element gather
+    return picked.view(batch * heads, layout.num_blocks, -1, width)
+
+
+def _random_rows(layout: BlockLayout, padding: Padding, batch: int, device: torch.device) -> Tensor:
+    """Flat row of each (batch, head, query block, slot)'s random key block in the blocks view, ``(B·H·nb·R,)``."""
+    per_sequence = padding.length // layout.block
+    slots = _random_index(layout, padding, device)  # (H, nb, R), block within the sequence
+    heads = slots.shape[0]
+    sequence = torch.arange(batch * heads, device=device).view(batch, heads, 1, 1) * per_sequence
+    return (sequence + slots[None]).reshape(-1)
 
 
 def _random_index(layout: BlockLayout, padding: Padding, device: torch.device) -> Tensor:
@@ -82,28 +94,16 @@ def mask_varies_per_block(layout: BlockLayout) -> bool:
     return layout.causal and len(layout.global_keys) > 0 and int(layout.global_keys.max()) > 0
 
 
-def key_set_mask(layout: BlockLayout, neg: float, dtype: torch.dtype, device: torch.device) -> Tensor | None:
-    """Additive mask for SDPA over the gathered key set, ``(1, 1 or nb, blk, W_total)``; None if not needed.
-
-    The band's shape is the same for every block. Random blocks need nothing (wholly outside the band, in
-    the past when causal). Global keys need a mask only in causal mode, and only if some global key lies after
-    some query — then it differs per block.
-    """
-    positions = layout.global_keys
-    per_block = mask_varies_per_block(layout)
+def band_mask(layout: BlockLayout, neg: float, dtype: torch.dtype, device: torch.device) -> Tensor | None:
+    """Additive ``(1, 1, blk, W)`` mask for the band's shape (window radius, causal); None if it needs none."""
     allowed = layout.band_allowed(device)
-    if allowed is None and not per_block:
+    return None if allowed is None else _bias(allowed, neg, dtype)[None, None]
+
+
+def global_mask(layout: BlockLayout, neg: float, dtype: torch.dtype, device: torch.device) -> Tensor | None:
+    """Additive ``(1, nb, blk, G)`` mask of the global keys a query may not see yet; None unless causal with a
+    global key after some query. (Random blocks need none: wholly outside the band, in the past when causal.)"""
+    if not mask_varies_per_block(layout):
         return None
-    blk, nb = layout.block, layout.num_blocks
-    shape_bias = torch.zeros(blk, layout.band_width, dtype=dtype, device=device)
-    if allowed is not None:
-        shape_bias = _bias(allowed, neg, dtype)
-    rest = torch.zeros(blk, layout.random_width + len(positions), dtype=dtype, device=device)
-    mask = torch.cat([shape_bias, rest], dim=-1)  # (blk, W_total)
-    if not per_block:
-        return mask[None, None]
-    query = torch.arange(layout.padded_len, device=device).view(nb, blk, 1)
-    later = _bias(positions.to(device).view(1, 1, -1) <= query, neg, dtype)  # (nb, blk, G)
-    mask = mask.expand(nb, blk, -1).clone()
-    mask[..., layout.band_width + layout.random_width :] = later
-    return mask[None]
+    query = torch.arange(layout.padded_len, device=device).view(layout.num_blocks, layout.block, 1)
+    return _bias(layout.global_keys.to(device).view(1, 1, -1) <= query, neg, dtype)[None]  # (1, nb, blk, G)

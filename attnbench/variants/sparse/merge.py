@@ -1,0 +1,93 @@
+"""Softmax attention over a union of key sets without joining them: one fused pass per set, merged exactly.
+
+A query block of the block engine attends its band (a strided view of the padded keys), its random blocks
+and the global keys. Joining them with ``torch.cat`` copies every block's band — as many bytes as the keys
+times the band width over the block — and on CPU that copy cost as much as the attention itself. Instead:
+
+- **forward**: for each part ``p``, CPU SDPA's fused flash kernel returns the part's output ``O_p`` and the
+  log-sum-exp ``L_p`` of its scores; the union's ``L = logsumexp_p L_p`` and ``O = Σ_p exp(L_p − L) O_p``.
+- **backward**: the flash backward of part ``p`` called with the *merged* ``O`` and ``L`` is the gradient of
+  the union softmax restricted to that part's keys (its probabilities ``exp(s − L)`` and the row term
+  ``rowsum(dO ⊙ O)`` are the union's), so the queries' gradient is the sum over parts and each part's key
+  and value gradients come out directly.
+
+:func:`joined_attention` — one SDPA over the concatenated keys — is the reference beside it, and the path on
+devices other than the CPU (CUDA's fused kernels return their log-sum-exp differently).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+_FLASH_BACKWARD = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+
+
+class KeyPart:
+    """One key set: ``keys``/``values`` ``(Bh, nb, W_p, F)`` (views allowed) and its additive ``mask``."""
+
+    __slots__ = ("keys", "mask", "values")
+
+    def __init__(self, keys: Tensor, values: Tensor, mask: Tensor | None) -> None:
+        self.keys, self.values, self.mask = keys, values, mask
+
+
+def attention_over_parts(queries: Tensor, parts: Sequence[KeyPart]) -> Tensor:
+    """``softmax(q·kᵀ + mask)·v`` over the union of ``parts`` for ``(Bh, nb, blk, F)`` queries (scale 1)."""
+    if len(parts) == 1:
+        part = parts[0]
+        return F.scaled_dot_product_attention(queries, part.keys, part.values, attn_mask=part.mask, scale=1.0)
+    if queries.device.type == "cpu" and _FLASH is not None and _FLASH_BACKWARD is not None:
+        masks = tuple(part.mask for part in parts)
+        tensors = [t for part in parts for t in (part.keys, part.values)]
+        return _MergedFlash.apply(masks, queries, *tensors)
+    return joined_attention(queries, parts)
+
+
+def joined_attention(queries: Tensor, parts: Sequence[KeyPart]) -> Tensor:
+    """The reference: one SDPA over the parts concatenated along the key axis (a copy of every key set)."""
+    keys = torch.cat([part.keys for part in parts], dim=2)  # (Bh, nb, ΣW_p, F)
+    values = torch.cat([part.values for part in parts], dim=2)
+    masks = [part.mask if part.mask is not None else queries.new_zeros(1, 1, 1, part.keys.shape[2]) for part in parts]
+    shape = torch.broadcast_shapes(*(m.shape[:-1] for m in masks))
+    mask = torch.cat([m.expand(*shape, m.shape[-1]) for m in masks], dim=-1)  # (1, 1 or nb, 1 or blk, ΣW_p)
+    if all(part.mask is None for part in parts):
+        mask = None
+    return F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, scale=1.0)
+
+
+class _MergedFlash(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, masks: tuple[Tensor | None, ...], queries: Tensor, *keys_values: Tensor) -> Tensor:  # type: ignore[override]
+        outs, lses = [], []
+        for index, mask in enumerate(masks):
+            keys, values = keys_values[2 * index], keys_values[2 * index + 1]
+            out, lse = _FLASH(queries, keys, values, attn_mask=mask, scale=1.0)  # (Bh, nb, blk, F), (Bh, nb, blk)
+            outs.append(out)
+            lses.append(lse)
+        lse = torch.logsumexp(torch.stack(lses), dim=0)  # (Bh, nb, blk)
+        merged = outs[0] * (lses[0] - lse).exp().unsqueeze(-1).to(outs[0].dtype)
+        for out, part_lse in zip(outs[1:], lses[1:], strict=True):
+            merged += out * (part_lse - lse).exp().unsqueeze(-1).to(out.dtype)
+        ctx.masks = masks
+        ctx.save_for_backward(queries, merged, lse, *keys_values)
+        return merged
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        queries, merged, lse, *keys_values = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        grad_queries = torch.zeros_like(queries)
+        grads: list[Tensor] = []
+        for index, mask in enumerate(ctx.masks):
+            keys, values = keys_values[2 * index], keys_values[2 * index + 1]
+            d_q, d_k, d_v = _FLASH_BACKWARD(
+                grad_out, queries, keys, values, merged, lse, 0.0, False, attn_mask=mask, scale=1.0
+            )
+            grad_queries += d_q
+            grads.extend((d_k, d_v))
+        return (None, grad_queries, *grads)
