@@ -53,11 +53,11 @@ def block_sparse_attention(
     value_rows = _padded_rows(v, layout, padding)  # (B·H, L, D+1)
     band_mask, global_mask = _part_masks(layout, neg, q.dtype, q.device)
     parts = [KeyPart(keys.band(key_rows, layout, padding), keys.band(value_rows, layout, padding), band_mask)]
-    if layout.random_blocks is not None:
+    for slot in range(layout.random_blocks.shape[-1] if layout.random_blocks is not None else 0):
         parts.append(
             KeyPart(
-                keys.random_blocks(key_rows, layout, padding, batch=B),
-                keys.random_blocks(value_rows, layout, padding, batch=B),
+                keys.random_blocks(key_rows, layout, padding, batch=B, slot=slot),
+                keys.random_blocks(value_rows, layout, padding, batch=B, slot=slot),
                 None,
             )
         )
@@ -151,7 +151,8 @@ def peak_bytes(layout: BlockLayout, *, batch: int, heads: int, head_dim: int, ba
     per_block = 2 * bh * layout.num_blocks * F_ * element_size  # a key and a value row for every query block
     gathered = per_block * (layout.random_width + len(layout.global_keys))
     key_sets = per_block * layout.keys_per_query_block
-    parts = 1 + (layout.random_blocks is not None) + (len(layout.global_keys) > 0)
+    slots = 0 if layout.random_blocks is None else layout.random_blocks.shape[-1]
+    parts = 1 + slots + (len(layout.global_keys) > 0)
     out = bh * layout.padded_len * (parts * F_ + 2 * head_dim) * element_size
     dense_rows = 2 * bh * len(layout.global_queries) * layout.seq_len * element_size
     if not backward:

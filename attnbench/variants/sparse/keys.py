@@ -45,25 +45,32 @@ def band(rows: Tensor, layout: BlockLayout, padding: Padding) -> Tensor:
     return span.unfold(1, layout.band_width, layout.block).transpose(2, 3)  # (B·H, nb, F, W) -> (B·H, nb, W, F)
 
 
-def random_blocks(rows: Tensor, layout: BlockLayout, padding: Padding, *, batch: int) -> Tensor:
-    """``(B·H, nb, R·blk, F)``: each query block's random key blocks, gathered; empty slots get the masked block."""
+def random_blocks(rows: Tensor, layout: BlockLayout, padding: Padding, *, batch: int, slot: int) -> Tensor:
+    """``(B·H, nb, blk, F)``: each query block's random key block number ``slot``, gathered whole; an empty
+    slot gets the all-masked block.
+
+    One slot at a time: the engine gives every slot its own fused pass, so no gathered set is larger than the
+    padded keys themselves (on glibc, a fresh buffer above 32 MiB is mapped anew on every call, and touching
+    its pages cost as much as the gather)."""
     blk, heads = layout.block, layout.random_blocks.shape[0]  # type: ignore[union-attr]
     width = rows.shape[-1]
     blocks = rows.view(batch * heads * (padding.length // blk), blk * width)  # one row per key block
     index = layout.derived(
         ("random_rows", batch, str(rows.device)), lambda: _random_rows(layout, padding, batch, rows.device)
     )
-    picked = blocks.index_select(0, index)  # (B·H·nb·R, blk·F): whole blocks copied, no per-element gather
-    return picked.view(batch * heads, layout.num_blocks, -1, width)
+    picked = blocks.index_select(
+        0, index[..., slot].reshape(-1)
+    )  # (B·H·nb, blk·F): whole blocks, no per-element gather
+    return picked.view(batch * heads, layout.num_blocks, blk, width)
 
 
 def _random_rows(layout: BlockLayout, padding: Padding, batch: int, device: torch.device) -> Tensor:
-    """Flat row of each (batch, head, query block, slot)'s random key block in the blocks view, ``(B·H·nb·R,)``."""
+    """Row of each (batch, head, query block, slot)'s random key block in the blocks view, ``(B, H, nb, R)``."""
     per_sequence = padding.length // layout.block
     slots = _random_index(layout, padding, device)  # (H, nb, R), block within the sequence
     heads = slots.shape[0]
     sequence = torch.arange(batch * heads, device=device).view(batch, heads, 1, 1) * per_sequence
-    return (sequence + slots[None]).reshape(-1)
+    return sequence + slots[None]
 
 
 def _random_index(layout: BlockLayout, padding: Padding, device: torch.device) -> Tensor:
