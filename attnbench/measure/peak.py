@@ -28,3 +28,25 @@ def matmul_peak_gflops(cell: PeakCell, report: Callable[[dict[str, Any]], None] 
         min_run_time=0.5
     )
     return 2 * cell.size**3 / min(measurement.times) / 1e9
+
+
+BANDWIDTH_BYTES = 256 * 2**20  # far beyond any cache, so the copy streams from and to DRAM
+
+
+def memory_bandwidth_gbs(cell: PeakCell, report: Callable[[dict[str, Any]], None] | None = None) -> float:
+    """Best achieved GB/s of a large tensor copy (bytes read plus bytes written), STREAM's "copy"."""
+    torch.set_num_threads(cell.threads)
+    dev = torch.device(cell.device)
+    source = torch.ones(BANDWIDTH_BYTES // 4, device=dev)
+    target = torch.empty_like(source)  # written once here, so the timed copies touch no fresh pages
+
+    def copy() -> None:
+        target.copy_(source)
+        synchronize(dev)
+
+    copy()
+    measurement = benchmark.Timer(stmt="fn()", globals={"fn": copy}, num_threads=cell.threads).blocked_autorange(
+        min_run_time=0.5
+    )
+    return 2 * BANDWIDTH_BYTES / min(measurement.times) / 1e9
+

@@ -244,12 +244,15 @@ def environment_section(manifest: dict[str, Any]) -> str:
         else f"`{commit[:12]}`" + (" (uncommitted changes)" if git.get("dirty") else "")
     )
     peak = machine.get("matmul_peak_gflops")
+    bandwidth = machine.get("memory_bandwidth_gbs")
     rows = [
         ["machine", f"{env.get('cpu_model', '?')} ({env.get('cpu_count', '?')} CPUs)"],
         ["device", f"{env.get('device', '?')} — {env.get('device_name', '?')}" + (
             f", CUDA {env['cuda']}" if env.get("cuda") else "")],
         ["threads", env.get("threads", "?")],
         ["matmul peak", f"{peak:.1f} GFLOP/s ({machine.get('matmul', 'measured')})" if peak else "not measured"],
+        ["memory bandwidth", f"{bandwidth:.1f} GB/s ({machine.get('bandwidth', 'measured')})" if bandwidth
+         else "not measured"],
         ["torch", env.get("torch", "?")],
         ["python", env.get("python", "?")],
         ["attnbench", f"{env.get('attnbench_version', '?')}, commit {commit_text}"],

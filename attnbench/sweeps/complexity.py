@@ -23,7 +23,7 @@ from attnbench.measure.approximation import approximation_cell
 from attnbench.measure.cells import CellSpec, MemoryCell, PeakCell, Timing
 from attnbench.measure.cost import VariantCodeError, cell_cost, cell_flops, guarded, input_bytes, predicted_peak
 from attnbench.measure.memory import memory_cell
-from attnbench.measure.peak import matmul_peak_gflops
+from attnbench.measure.peak import matmul_peak_gflops, memory_bandwidth_gbs
 from attnbench.measure.stability import Reading, off_series, reproduced
 from attnbench.measure.timing import time_cell
 from attnbench.runs.rundir import RunDir
@@ -430,6 +430,13 @@ def measure_machine_peaks(executor: Executor, config: ComplexityConfig) -> dict[
     return {node: float(o.result) if o.status == "ok" else None for node, o in outcomes.items()}
 
 
+def measure_bandwidths(executor: Executor, config: ComplexityConfig) -> dict[str, float | None]:
+    """Each node's memory bandwidth (GB/s of a large copy), by node name: the ceiling of memory-bound cells."""
+    cell = PeakCell(device=config.device, dtype=config.dtype, threads=config.threads)
+    outcomes = run_on_every_node(executor, memory_bandwidth_gbs, cell, timeout_s=MACHINE_PEAK_TIMEOUT_S)
+    return {node: float(o.result) if o.status == "ok" else None for node, o in outcomes.items()}
+
+
 def complexity_job(
     config: ComplexityConfig,
     run_dir: RunDir,
@@ -447,9 +454,14 @@ def complexity_job(
     if missing:
         peaks |= measure_machine_peaks(executor, config)
         first = next((p for p in peaks.values() if p is not None), None)
+        bandwidths = dict(machine.get("node_bandwidths_gbs") or {}) | measure_bandwidths(executor, config)
+        first_bandwidth = next((b for b in bandwidths.values() if b is not None), None)
         run_dir.update_manifest(
             machine={"matmul_peak_gflops": machine.get("matmul_peak_gflops", first), "node_peaks_gflops": peaks,
-                     "matmul": "2048x2048 mm, best of autorange"}
+                     "matmul": "2048x2048 mm, best of autorange",
+                     "memory_bandwidth_gbs": machine.get("memory_bandwidth_gbs", first_bandwidth),
+                     "node_bandwidths_gbs": bandwidths,
+                     "bandwidth": "256 MiB copy, read + write bytes, best of autorange"}
         )  # fmt: skip
     run_sweep(config, run_dir, executor, machine_peak_gflops=peaks, on_event=on_event, max_cells=max_cells)
     if not run_dir.stopped_early:  # the sweep finished: measure how far each approximation is

@@ -84,6 +84,7 @@ def test_sweep_writes_the_schema_and_a_manifest(tmp_path: Path) -> None:
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["schema_version"] == 1
     assert manifest["machine"]["matmul_peak_gflops"] > 0
+    assert manifest["machine"]["memory_bandwidth_gbs"] > 0
     assert manifest["environment"]["torch"] == torch.__version__
     assert manifest["complexity"]["variants"] == ["softmax", "softmax-naive"]
     assert manifest["sessions"][-1]["status"] == "complete"
