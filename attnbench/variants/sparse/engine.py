@@ -118,8 +118,9 @@ def _queries(q: Tensor, scale: float, layout: BlockLayout) -> Tensor:
     """``[q·scale, 1]`` padded to whole blocks: ``(B·H, nb, blk, D+1)``."""
     B, H, n, D = q.shape
     out = q.new_zeros(B, H, layout.padded_len, D + 1)
+    out[:, :, :n, :D] = q
+    out.mul_(scale)  # in place: ``q * scale`` would be one more n·D buffer to fault in
     out[..., D] = 1.0
-    out[:, :, :n, :D] = q * scale
     return out.view(B * H, layout.num_blocks, layout.block, D + 1)
 
 

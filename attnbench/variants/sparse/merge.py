@@ -70,9 +70,10 @@ class _MergedFlash(torch.autograd.Function):
             outs.append(out)
             lses.append(lse)
         lse = torch.logsumexp(torch.stack(lses), dim=0)  # (Bh, nb, blk)
-        merged = outs[0] * (lses[0] - lse).exp().unsqueeze(-1).to(outs[0].dtype)
+        # in place on the kernels' own outputs: a fresh n·F buffer per part would cost its page faults again
+        merged = outs[0].mul_((lses[0] - lse).exp().unsqueeze(-1).to(outs[0].dtype))
         for out, part_lse in zip(outs[1:], lses[1:], strict=True):
-            merged += out * (part_lse - lse).exp().unsqueeze(-1).to(out.dtype)
+            merged.addcmul_(out, (part_lse - lse).exp().unsqueeze(-1).to(out.dtype))
         ctx.masks = masks
         ctx.save_for_backward(queries, merged, lse, *keys_values)
         return merged
