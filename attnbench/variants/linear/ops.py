@@ -97,10 +97,13 @@ def _empty_state(like: Tensor, features: int) -> tuple[Tensor, Tensor]:
 
 # non-causal ------------------------------------------------------------------------------------------------------
 def linear_attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, feature_map: FeatureMap) -> Tensor:
-    """φ(Q)(φ(K)ᵀ[V, 1]): O(n·m·e) time, one m×e state. ``(B, H, Nq, e)``, not yet normalised."""
+    """φ(Q)(φ(K)ᵀ[V, 1]), normalised: O(n·m·e) time, one m×e state. ``(B, H, Nq, d)``.
+
+    Each block of queries is normalised on its own, so the only n-sized buffer is the output itself.
+    """
     kv = fold_keys(k, v, key_mask, feature_map).kv
     read_state = partial(_read_state, feature_map.frozen())
-    outs = [_maybe_checkpointed(read_state, q_part, kv)[0] for (q_part,) in _split(BLOCK_TOKENS, q)]
+    outs = [normalise(_maybe_checkpointed(read_state, q_part, kv)[0]) for (q_part,) in _split(BLOCK_TOKENS, q)]
     return torch.cat(outs, dim=-2)
 
 
@@ -151,7 +154,7 @@ def causal_block_lengths(n: int, chunk: int) -> list[int]:
 def causal_linear_attention(
     q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, feature_map: FeatureMap, *, chunk: int
 ) -> Tensor:
-    """Causal φ(Q)(φ(K)ᵀ[V, 1]) in chunks of ``chunk`` tokens. ``(B, H, N, e)``, not yet normalised.
+    """Causal φ(Q)(φ(K)ᵀ[V, 1]) in chunks of ``chunk`` tokens, normalised block by block. ``(B, H, N, d)``.
 
     Within a chunk: the masked quadratic form (chunk × chunk scores). Across chunks: each chunk's m×e state,
     an exclusive prefix over the chunks of a block, and one state carried from block to block.
@@ -168,7 +171,7 @@ def causal_linear_attention(
             xs = [F.pad(x, (0, 0, 0, missing)) for x in xs]
             mask = None if mask is None else F.pad(mask, (0, missing))
         out, kv, reference = _maybe_checkpointed(block, *xs, mask, kv, reference)
-        outs.append(out)
+        outs.append(normalise(out))
     return torch.cat(outs, dim=-2)[:, :, :n]
 
 

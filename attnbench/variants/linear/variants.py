@@ -84,7 +84,7 @@ class LinearAttention(Attention):
             out = causal_linear_attention(q32, k32, v32, key_mask, self.feature_map, chunk=self.chunk)
         else:
             out = linear_attention(q32, k32, v32, key_mask, self.feature_map)
-        return normalise(out).to(q.dtype)
+        return out.to(q.dtype)
 
     def reference(
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_mask: Tensor | None = None
