@@ -63,17 +63,18 @@ def joined_attention(queries: Tensor, parts: Sequence[KeyPart]) -> Tensor:
 class _MergedFlash(torch.autograd.Function):
     @staticmethod
     def forward(ctx, masks: tuple[Tensor | None, ...], queries: Tensor, *keys_values: Tensor) -> Tensor:  # type: ignore[override]
-        outs, lses = [], []
-        for index, mask in enumerate(masks):
-            keys, values = keys_values[2 * index], keys_values[2 * index + 1]
-            out, lse = _FLASH(queries, keys, values, attn_mask=mask, scale=1.0)  # (Bh, nb, blk, F), (Bh, nb, blk)
-            outs.append(out)
-            lses.append(lse)
-        lse = torch.logsumexp(torch.stack(lses), dim=0)  # (Bh, nb, blk)
-        # in place on the kernels' own outputs: a fresh n·F buffer per part would cost its page faults again
-        merged = outs[0].mul_((lses[0] - lse).exp().unsqueeze(-1).to(outs[0].dtype))
-        for out, part_lse in zip(outs[1:], lses[1:], strict=True):
-            merged.addcmul_(out, (part_lse - lse).exp().unsqueeze(-1).to(out.dtype))
+        # folded in as each part finishes, in place on the first kernel's output: one part's output alive at a
+        # time beside the running result (a fresh n·F buffer per part would also cost its page faults again)
+        merged, lse = _FLASH(queries, keys_values[0], keys_values[1], attn_mask=masks[0], scale=1.0)
+        for index in range(1, len(masks)):
+            out, part_lse = _FLASH(
+                queries, keys_values[2 * index], keys_values[2 * index + 1], attn_mask=masks[index], scale=1.0
+            )  # (Bh, nb, blk, F), (Bh, nb, blk)
+            total = torch.logaddexp(lse, part_lse)
+            merged.mul_((lse - total).exp().unsqueeze(-1).to(merged.dtype))
+            merged.addcmul_(out, (part_lse - total).exp().unsqueeze(-1).to(out.dtype))
+            lse = total
+            del out
         ctx.masks = masks
         ctx.save_for_backward(queries, merged, lse, *keys_values)
         return merged
