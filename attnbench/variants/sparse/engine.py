@@ -142,8 +142,8 @@ def peak_bytes(layout: BlockLayout, *, batch: int, heads: int, head_dim: int, ba
     """Analytic model of the extra bytes one call holds at its peak (beyond q, k, v).
 
     Forward: the padded copies of q, k, v (with the bias feature), the gathered random-block and global key and
-    value sets (the band is a view, never copied), one output per key set while they are merged, the mask,
-    and the output. SDPA's fused kernel keeps no score matrix. Backward adds the gradients of those copies
+    value sets (the band is a view, never copied), the running merged output and the part being folded in,
+    the mask, and the output. SDPA's fused kernel keeps no score matrix. Backward adds the gradients of those copies
     and of every key/value set, the band's included (its gradient has the view's shape).
     """
     bh, F_ = batch * heads, head_dim + 1
@@ -152,9 +152,8 @@ def peak_bytes(layout: BlockLayout, *, batch: int, heads: int, head_dim: int, ba
     per_block = 2 * bh * layout.num_blocks * F_ * element_size  # a key and a value row for every query block
     gathered = per_block * (layout.random_width + len(layout.global_keys))
     key_sets = per_block * layout.keys_per_query_block
-    slots = 0 if layout.random_blocks is None else layout.random_blocks.shape[-1]
-    parts = 1 + slots + (len(layout.global_keys) > 0)
-    out = bh * layout.padded_len * (parts * F_ + 2 * head_dim) * element_size
+    joined = layout.random_blocks is not None or len(layout.global_keys) > 0
+    out = bh * layout.padded_len * ((2 if joined else 1) * F_ + 2 * head_dim) * element_size
     dense_rows = 2 * bh * len(layout.global_queries) * layout.seq_len * element_size
     if not backward:
         return copies + gathered + out + dense_rows
