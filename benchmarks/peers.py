@@ -10,7 +10,8 @@
   ``exact_windowsize`` (keys within ``window`` of the query: ``window:radius=window``), ``autopad``, one block
   back (and one ahead unless causal);
 - ``peer-performer``: lucidrains' ``performer-pytorch`` (``FastAttention``), the FAVOR+ softmax kernel with
-  ``features`` orthogonal random features (``performer:features=…``); causal mode is its CPU prefix-sum path;
+  ``features`` orthogonal random features (``performer:features=…``); causal mode is its prefix-sum path
+  (``fast_transformers``' CUDA kernel when that is installed; not on CPU);
 - ``peer-flex-window``: compiled ``flex_attention`` with the block mask ``create_block_mask`` makes from a
   window ``mask_mod`` — what a user writes (attnbench's own ``flex-window`` builds its block mask from block
   indices); forward-only on CPU;
@@ -111,7 +112,7 @@ class LocalAttentionPeer(_WindowPeer):
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_mask: Tensor | None = None
     ) -> Tensor:
         layer = self.causal_layer if causal else self.full_layer
-        if key_mask is None and q.shape[-2] % self.radius:
+        if key_mask is None and not causal and q.shape[-2] % self.radius:
             # its autopad appends zero keys that a query may attend unless a mask marks them as padding
             key_mask = torch.ones(q.shape[0], q.shape[-2], dtype=torch.bool, device=q.device)
         return layer(q, k, v, mask=key_mask)
@@ -231,7 +232,10 @@ class FlexWindowPeer(_WindowPeer):
 
         key = (n, causal, str(q.device))
         if key not in self._block_masks:
+            # _compile: torch's advice for long sequences; eager, it builds dense n × n int64 temporaries
             self._block_masks = {
-                key: create_block_mask(in_window, None, None, n, n, device=str(q.device), BLOCK_SIZE=self.block)
+                key: create_block_mask(
+                    in_window, None, None, n, n, device=str(q.device), BLOCK_SIZE=self.block, _compile=True
+                )
             }
         return _compiled_flex()(q, k, v, block_mask=self._block_masks[key])

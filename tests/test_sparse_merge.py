@@ -48,6 +48,7 @@ def _grads(fn, queries: Tensor, parts: list[KeyPart], leaves: list[Tensor]) -> t
 
 @pytest.mark.parametrize("count", [2, 3])
 def test_merged_passes_equal_one_joined_pass(count: int) -> None:
+    assert merge._FLASH is not None and merge._FLASH_BACKWARD is not None  # else this compares the reference to itself
     queries, parts, leaves = _parts()
     used = leaves[: 1 + 2 * count]  # the queries, then two leaves per part
     out, grads = _grads(attention_over_parts, queries, parts[:count], used)
@@ -65,7 +66,8 @@ def test_a_single_part_is_plain_sdpa() -> None:
 
 
 def test_a_backward_with_each_parts_own_normaliser_is_caught(monkeypatch) -> None:
-    """Broken copy: the backward of each part with that part's own output and log-sum-exp, not the union's."""
+    """Broken copy: each part's backward with that part's own log-sum-exp instead of the union's (and, for the
+    first part, whose buffer becomes the merged output, the merged output)."""
     real_flash, real_backward = merge._FLASH, merge._FLASH_BACKWARD
     own: dict[int, tuple[Tensor, Tensor]] = {}
 

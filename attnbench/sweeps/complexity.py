@@ -454,14 +454,19 @@ def complexity_job(
     if missing:
         peaks |= measure_machine_peaks(executor, config)
         first = next((p for p in peaks.values() if p is not None), None)
-        bandwidths = dict(machine.get("node_bandwidths_gbs") or {}) | measure_bandwidths(executor, config)
+        run_dir.update_manifest(
+            machine={**machine, "matmul_peak_gflops": machine.get("matmul_peak_gflops", first),
+                     "node_peaks_gflops": peaks, "matmul": "2048x2048 mm, best of autorange"}
+        )  # fmt: skip
+    machine = run_dir.read_manifest().get("machine") or {}
+    bandwidths: dict[str, float | None] = dict(machine.get("node_bandwidths_gbs") or {})
+    if any(bandwidths.get(node) is None for node in executor.nodes()):
+        bandwidths |= measure_bandwidths(executor, config)
         first_bandwidth = next((b for b in bandwidths.values() if b is not None), None)
         run_dir.update_manifest(
-            machine={"matmul_peak_gflops": machine.get("matmul_peak_gflops", first), "node_peaks_gflops": peaks,
-                     "matmul": "2048x2048 mm, best of autorange",
-                     "memory_bandwidth_gbs": machine.get("memory_bandwidth_gbs", first_bandwidth),
+            machine={**machine, "memory_bandwidth_gbs": machine.get("memory_bandwidth_gbs") or first_bandwidth,
                      "node_bandwidths_gbs": bandwidths,
-                     "bandwidth": "256 MiB copy, read + write bytes, best of autorange"}
+                     "bandwidth": "256 MiB copy (STREAM copy: bytes read + written), best of autorange"}
         )  # fmt: skip
     run_sweep(config, run_dir, executor, machine_peak_gflops=peaks, on_event=on_event, max_cells=max_cells)
     if not run_dir.stopped_early:  # the sweep finished: measure how far each approximation is

@@ -99,7 +99,7 @@ def _empty_state(like: Tensor, features: int) -> tuple[Tensor, Tensor]:
 def linear_attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, feature_map: FeatureMap) -> Tensor:
     """φ(Q)(φ(K)ᵀ[V, 1]), normalised: O(n·m·e) time, one m×e state. ``(B, H, Nq, d)``.
 
-    Each block of queries is normalised on its own, so the only n-sized buffer is the output itself.
+    Each block of queries is normalised on its own: without autograd the only n-sized buffer is the output.
     """
     kv = fold_keys(k, v, key_mask, feature_map).kv
     read_state = partial(_read_state, feature_map.frozen())

@@ -150,7 +150,8 @@ def peak_bytes(layout: BlockLayout, *, batch: int, heads: int, head_dim: int, ba
     padding = keys.Padding.of(layout)
     copies = bh * (layout.padded_len + 2 * padding.length) * F_ * element_size
     per_block = 2 * bh * layout.num_blocks * F_ * element_size  # a key and a value row for every query block
-    gathered = per_block * (layout.random_width + len(layout.global_keys))
+    # random blocks are copied per query block; the global keys are one broadcast view (materialised by backward)
+    gathered = per_block * layout.random_width + 2 * bh * len(layout.global_keys) * F_ * element_size
     key_sets = per_block * layout.keys_per_query_block
     joined = layout.random_blocks is not None or len(layout.global_keys) > 0
     out = bh * layout.padded_len * ((2 if joined else 1) * F_ + 2 * head_dim) * element_size

@@ -13,6 +13,10 @@ times the band width over the block — and on CPU that copy cost as much as the
 
 :func:`joined_attention` — one SDPA over the concatenated keys — is the reference beside it, and the path on
 devices other than the CPU (CUDA's fused kernels return their log-sum-exp differently).
+
+Masked scores are a large *finite* negative number, so a part with no attendable key for a row still has
+a log-sum-exp near that number, and a row with none in *any* part ends up with the sum of the parts' uniform
+averages, not one uniform average: such rows carry no meaning and the engine zeroes them (``rows_with_keys``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 _FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 _FLASH_BACKWARD = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
@@ -44,7 +49,10 @@ def attention_over_parts(queries: Tensor, parts: Sequence[KeyPart]) -> Tensor:
     if queries.device.type == "cpu" and _FLASH is not None and _FLASH_BACKWARD is not None:
         masks = tuple(part.mask for part in parts)
         tensors = [t for part in parts for t in (part.keys, part.values)]
-        return _MergedFlash.apply(masks, queries, *tensors)
+        try:
+            return _MergedFlash.apply(masks, queries, *tensors)
+        except RuntimeError:  # an input the private kernel refuses (SDPA would route it elsewhere): no fast path
+            return joined_attention(queries, parts)
     return joined_attention(queries, parts)
 
 
@@ -71,8 +79,8 @@ class _MergedFlash(torch.autograd.Function):
                 queries, keys_values[2 * index], keys_values[2 * index + 1], attn_mask=masks[index], scale=1.0
             )  # (Bh, nb, blk, F), (Bh, nb, blk)
             total = torch.logaddexp(lse, part_lse)
-            merged.mul_((lse - total).exp().unsqueeze(-1).to(merged.dtype))
-            merged.addcmul_(out, (part_lse - total).exp().unsqueeze(-1).to(out.dtype))
+            # (1 − w)·merged + w·out with w = exp(L_p − L): the two weights sum to 1, one rounding per part
+            merged.lerp_(out, (part_lse - total).exp().unsqueeze(-1).to(out.dtype))
             lse = total
             del out
         ctx.masks = masks
@@ -80,16 +88,17 @@ class _MergedFlash(torch.autograd.Function):
         return merged
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         queries, merged, lse, *keys_values = ctx.saved_tensors
         grad_out = grad_out.contiguous()
-        grad_queries = torch.zeros_like(queries)
+        grad_queries: Tensor | None = None
         grads: list[Tensor] = []
         for index, mask in enumerate(ctx.masks):
             keys, values = keys_values[2 * index], keys_values[2 * index + 1]
             d_q, d_k, d_v = _FLASH_BACKWARD(
                 grad_out, queries, keys, values, merged, lse, 0.0, False, attn_mask=mask, scale=1.0
             )
-            grad_queries += d_q
+            grad_queries = d_q if grad_queries is None else grad_queries.add_(d_q)
             grads.extend((d_k, d_v))
         return (None, grad_queries, *grads)
