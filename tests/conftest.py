@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -20,16 +21,25 @@ def _deterministic() -> Iterator[None]:
     return
 
 
-@pytest.fixture
-def scratch_registry() -> Iterator[None]:
-    """Forget every attention registered during the test (and any entry-point scan it triggered)."""
+@contextmanager
+def registrations_forgotten() -> Iterator[None]:
+    """Undo, on exit, every attention registered and plugin loaded inside (and any entry-point scan)."""
     before = dict(ATTENTION._classes)
     loaded, failures = ATTENTION._entry_points_loaded, list(ATTENTION.failures)
     plugins = dict(registry._loaded_plugins)
-    yield
-    registry._loaded_plugins.clear()
-    registry._loaded_plugins.update(plugins)
-    ATTENTION._classes.clear()
-    ATTENTION._classes.update(before)
-    ATTENTION._entry_points_loaded = loaded
-    ATTENTION.failures[:] = failures
+    try:
+        yield
+    finally:
+        registry._loaded_plugins.clear()
+        registry._loaded_plugins.update(plugins)
+        ATTENTION._classes.clear()
+        ATTENTION._classes.update(before)
+        ATTENTION._entry_points_loaded = loaded
+        ATTENTION.failures[:] = failures
+
+
+@pytest.fixture
+def scratch_registry() -> Iterator[None]:
+    """Forget every attention registered during the test (and any entry-point scan it triggered)."""
+    with registrations_forgotten():
+        yield

@@ -16,23 +16,19 @@ import pytest
 import torch
 
 from attnbench import create_attention
-from attnbench.core import registry
-from attnbench.core.registry import ATTENTION, attention_class, load_plugin
+from attnbench.core.registry import attention_class, load_plugin
+from tests.conftest import registrations_forgotten
 
 PEERS = Path(__file__).resolve().parents[1] / "benchmarks" / "peers.py"
 
 
 @pytest.fixture(scope="module")
 def peers() -> Iterator[ModuleType]:
-    """The peers file loaded once for this module, and forgotten afterwards (registrations, loaded-plugin list
-    and module), so later tests' manifests and registries do not see it."""
-    classes, plugins = dict(ATTENTION._classes), dict(registry._loaded_plugins)
-    name = load_plugin(str(PEERS))
-    yield sys.modules[name]
-    registry._loaded_plugins.clear()
-    registry._loaded_plugins.update(plugins)
-    ATTENTION._classes.clear()
-    ATTENTION._classes.update(classes)
+    """The peers file loaded once for this module and forgotten afterwards (registrations, loaded-plugin list,
+    module), so later tests' manifests and registries do not see it."""
+    with registrations_forgotten():
+        name = load_plugin(str(PEERS))
+        yield sys.modules[name]
     sys.modules.pop(name, None)
 
 
